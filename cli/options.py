@@ -1,0 +1,23 @@
+"""Options shared by several verbs, declared once."""
+
+from __future__ import annotations
+
+import click
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta["diffcodec.debug"] = True
+    return value
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug, help="Show full tracebacks on errors."
+)
+model_option = click.option(
+    "--model", "model_path", type=click.Path(dir_okay=True), default=None, help="Checkpoint to use (default: the shipped model)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on the last line of stdout.")
+steps_option = click.option(
+    "--steps", type=click.IntRange(1, 4000), default=None, show_default="the codec default", help="Number of coded diffusion steps."
+)

@@ -1,0 +1,121 @@
+"""Checkpoints: a network, its schedule and variance choice, saved together.
+
+A checkpoint is a ``torch.save`` dict with ``format``, ``unet`` (UNetConfig as a
+dict), ``schedule`` (ScheduleConfig as a dict), ``variance``, ``ema`` (the weights
+used for coding) and, for resumable training checkpoints, ``model``, ``optimizer``
+and ``step``.  The codec identifies a model by :attr:`DiffusionModel.identity`, a
+hash of its configs and EMA weights, never by a name or path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from diffcodec.diffusion import GaussianDiffusion, ScheduleConfig, VarianceKind
+
+from .unet import UNet, UNetConfig
+
+CHECKPOINT_FORMAT = "diffcodec-checkpoint-1"
+DEFAULT_MODEL_PATH = Path(__file__).with_name("default.pt")
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable diffcodec checkpoint."""
+
+
+class DiffusionModel:
+    """A trained ε-network with the diffusion it was trained on, ready for inference."""
+
+    def __init__(self, net: UNet, schedule: ScheduleConfig, variance: VarianceKind, meta: dict | None = None):
+        self.net = net.eval()
+        self.schedule = schedule
+        self.variance = VarianceKind(variance)
+        self.diffusion = GaussianDiffusion.from_config(schedule)
+        self.meta = meta or {}
+        self._identity: bytes | None = None
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.net.config
+
+    @property
+    def identity(self) -> bytes:
+        """32-byte SHA-256 of the configs and weights (what a .dfc file names its model by)."""
+        if self._identity is None:
+            h = hashlib.sha256()
+            h.update(json.dumps(self.describe(), sort_keys=True).encode())
+            for name, tensor in sorted(self.net.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().float().contiguous().numpy().tobytes())
+            self._identity = h.digest()
+        return self._identity
+
+    def describe(self) -> dict:
+        return {"unet": self.config.to_dict(), "schedule": self.schedule.to_dict(), "variance": self.variance.value}
+
+    @torch.no_grad()
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ε_θ(x_t, t) and the variance output (None when the variance is fixed); t are original indices."""
+        out = self.net(x_t.float(), t).float()
+        c = self.config.in_channels
+        if self.config.learn_sigma:
+            return out[:, :c], out[:, c:]
+        return out, None
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Write atomically (temporary file, then rename) so a killed job never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def export_weights(training_checkpoint: dict, half: bool = True) -> dict:
+    """The shippable part of a training checkpoint: configs and EMA weights (fp16 if ``half``)."""
+    ema = {k: (v.half() if half and v.is_floating_point() else v) for k, v in training_checkpoint["ema"].items()}
+    keep = ("format", "unet", "schedule", "variance", "step", "images_seen", "data", "objective")
+    out = {k: training_checkpoint[k] for k in keep if k in training_checkpoint}
+    out["ema"] = ema
+    return out
+
+
+def load_model(path: str | os.PathLike | None = None) -> DiffusionModel:
+    """Load a checkpoint (the shipped default when ``path`` is None) for inference."""
+    path = Path(path) if path is not None else DEFAULT_MODEL_PATH
+    if not path.exists():
+        if path == DEFAULT_MODEL_PATH:
+            raise CheckpointError(f"no default model at {path}; pass --model or train one with `diffcodec train`")
+        raise CheckpointError(f"model file not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, expected a diffcodec checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign files
+        raise CheckpointError(f"{path} is not a diffcodec checkpoint ({type(exc).__name__})") from None
+    return model_from_checkpoint(ckpt, source=str(path))
+
+
+def model_from_checkpoint(ckpt: dict, source: str = "<checkpoint>") -> DiffusionModel:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{source} is not a diffcodec checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+    missing = [k for k in ("unet", "schedule", "variance", "ema") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{source} lacks {', '.join(missing)}")
+    net = UNet(UNetConfig.from_dict(ckpt["unet"]))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["ema"].items()}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{source}: weights do not match its config ({str(exc).splitlines()[0]})") from None
+    meta = {k: ckpt[k] for k in ("step", "images_seen", "data", "objective") if k in ckpt}
+    return DiffusionModel(net, ScheduleConfig.from_dict(ckpt["schedule"]), VarianceKind(ckpt["variance"]), meta)
