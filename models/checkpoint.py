@@ -88,14 +88,21 @@ def export_weights(training_checkpoint: dict, half: bool = True) -> dict:
 
 
 def load_model(path: str | os.PathLike | None = None) -> DiffusionModel:
-    """Load a checkpoint (the shipped default when ``path`` is None) for inference."""
+    """Load a checkpoint (the shipped default when ``path`` is None) for inference.
+
+    A directory is read as a diffusers UNet2DModel (config.json and weights), see :mod:`.convert`.
+    """
     path = Path(path) if path is not None else DEFAULT_MODEL_PATH
     if not path.exists():
         if path == DEFAULT_MODEL_PATH:
             raise CheckpointError(f"no default model at {path}; pass --model or train one with `diffcodec train`")
         raise CheckpointError(f"model file not found: {path}")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, expected a diffcodec checkpoint file")
+        from .convert import is_diffusers_directory, load_diffusers_ddpm
+
+        if is_diffusers_directory(path):  # published DDPM weights in diffusers' layout
+            return load_diffusers_ddpm(path)
+        raise CheckpointError(f"{path} is a directory without config.json, expected a diffcodec checkpoint or a diffusers model")
     try:
         with open(path, "rb") as f:
             data = f.read()

@@ -1,0 +1,130 @@
+"""Channel simulation: send a sample of q = N(μ_q, σ_q²) using p = N(μ_p, σ_p²) at about KL(q‖p) bits.
+
+Poisson functional representation (Li & El Gamal 2018) with shared randomness,
+truncated to K candidates:
+
+* Both sides derive candidates z_k = μ_p + σ_p ε_k from a shared key.  The ε_k
+  are *shifted windows* ε_k = G[k : k+d] of one long seeded normal sequence G, so
+  each ε_k is exactly N(0, I_d) while all K log-weights come from two FFT
+  cross-correlations and only K + d normals are drawn (shared/notes/channel-simulation.md).
+* The encoder draws arrival times T_k = E_1 + … + E_k, E_i ~ Exp(1) (private), and
+  sends k* = argmin_k log T_k − log w_k with w_k = q(z_k)/p(z_k).  As K → ∞, z_{k*}
+  is an exact sample of q.
+* log w(ε) = Σ_i a_i ε_i² + b_i ε_i + c_i with r = σ_p/σ_q, m = (μ_q − μ_p)/σ_q:
+  a = (1 − r²)/2, b = r m, c = log r − m²/2.
+
+The decoder regenerates the window k* only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .rng import normals
+
+
+def log_weight_coefficients(
+    mu_q: np.ndarray, sigma_q: np.ndarray, mu_p: np.ndarray, sigma_p: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(a, b, Σc) of log q(z)/p(z) as a quadratic in ε = (z − μ_p)/σ_p, in nats."""
+    r = sigma_p / sigma_q
+    m = (mu_q - mu_p) / sigma_q
+    return 0.5 * (1.0 - r * r), r * m, float(np.sum(np.log(r) - 0.5 * m * m))
+
+
+def kl_nats(mu_q: np.ndarray, sigma_q: np.ndarray, mu_p: np.ndarray, sigma_p: np.ndarray) -> np.ndarray:
+    """Elementwise KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) in nats."""
+    return np.log(sigma_p / sigma_q) + (sigma_q**2 + (mu_q - mu_p) ** 2) / (2 * sigma_p**2) - 0.5
+
+
+def _correlate(sequence_fft: np.ndarray, coeffs: np.ndarray, n_fft: int, count: int) -> np.ndarray:
+    """out[k] = Σ_j coeffs[j] · seq[k + j] for k < count, by FFT (no wrap-around when n_fft ≥ count + d − 1)."""
+    kernel = np.fft.rfft(coeffs[::-1], n_fft)
+    full = np.fft.irfft(sequence_fft * kernel, n_fft)
+    d = len(coeffs)
+    return full[d - 1 : d - 1 + count]
+
+
+def window_log_weights(sequence: np.ndarray, a: np.ndarray, b: np.ndarray, c_sum: float, count: int) -> np.ndarray:
+    """log w_k for the ``count`` windows ε_k = sequence[k : k+d]."""
+    d = len(b)
+    n_fft = 1 << math.ceil(math.log2(count + d - 1))
+    logw = _correlate(np.fft.rfft(sequence, n_fft), b, n_fft, count)
+    if np.any(a != 0.0):
+        logw += _correlate(np.fft.rfft(sequence * sequence, n_fft), a, n_fft, count)
+    return logw + c_sum
+
+
+def pfr_select(log_weights: np.ndarray, rng: np.random.Generator) -> int:
+    """k* = argmin_k log T_k − log w_k with private Poisson arrival times T_k."""
+    log_arrivals = np.log(np.cumsum(rng.standard_exponential(len(log_weights))))
+    return int(np.argmin(log_arrivals - log_weights))
+
+
+def encode_chunk(
+    key: np.ndarray,
+    mu_q: np.ndarray,
+    sigma_q: np.ndarray,
+    mu_p: np.ndarray,
+    sigma_p: np.ndarray,
+    num_candidates: int,
+    rng: np.random.Generator,
+) -> tuple[int, np.ndarray]:
+    """Choose k* among ``num_candidates`` windows; returns (k*, ε_{k*}) so the caller forms z = μ_p + σ_p ε."""
+    d = len(mu_q)
+    a, b, c_sum = log_weight_coefficients(mu_q, sigma_q, mu_p, sigma_p)
+    sequence = normals(key, 0, num_candidates + d - 1)
+    k = pfr_select(window_log_weights(sequence, a, b, c_sum, num_candidates), rng)
+    return k, sequence[k : k + d]
+
+
+def decode_chunk(key: np.ndarray, k: int, d: int) -> np.ndarray:
+    """ε_{k} = G[k : k+d] for the shared key: what the decoder needs to form z = μ_p + σ_p ε."""
+    return normals(key, k, d)
+
+
+def encode_chunks(
+    keys: list[np.ndarray],
+    coefficients: list[tuple[np.ndarray, np.ndarray, float]],
+    num_candidates: list[int],
+    rng: np.random.Generator,
+    max_batch_values: int = 1 << 22,
+) -> list[int]:
+    """PFR indices for many chunks at once: chunks with the same K share one batched FFT.
+
+    ``coefficients[j]`` is (a, b, Σc) from :func:`log_weight_coefficients`.  Arrival times are
+    drawn chunk by chunk in input order, so the result does not depend on the batching.
+    """
+    out = [0] * len(keys)
+    arrivals = [np.log(np.cumsum(rng.standard_exponential(k))) for k in num_candidates]
+    by_k: dict[int, list[int]] = {}
+    for j, k in enumerate(num_candidates):
+        by_k.setdefault(k, []).append(j)
+    for count, members in by_k.items():
+        d_max = max(1, max(len(coefficients[j][1]) for j in members))  # an empty chunk is a window of zeros
+        n_fft = 1 << math.ceil(math.log2(count + d_max - 1))
+        per_batch = max(1, max_batch_values // n_fft)
+        for start in range(0, len(members), per_batch):
+            group = members[start : start + per_batch]
+            seq = np.stack([normals(keys[j], 0, count + d_max - 1) for j in group])
+            b = np.zeros((len(group), d_max))
+            a = np.zeros((len(group), d_max))
+            for row, j in enumerate(group):
+                aj, bj, _ = coefficients[j]
+                b[row, : len(bj)] = bj
+                a[row, : len(aj)] = aj
+            logw = _correlate_batch(np.fft.rfft(seq, n_fft, axis=1), b, n_fft, count)
+            if np.any(a != 0.0):
+                logw += _correlate_batch(np.fft.rfft(seq * seq, n_fft, axis=1), a, n_fft, count)
+            for row, j in enumerate(group):
+                out[j] = int(np.argmin(arrivals[j] - (logw[row] + coefficients[j][2])))
+    return out
+
+
+def _correlate_batch(sequence_fft: np.ndarray, coeffs: np.ndarray, n_fft: int, count: int) -> np.ndarray:
+    d = coeffs.shape[1]
+    kernel = np.fft.rfft(coeffs[:, ::-1], n_fft, axis=1)
+    full = np.fft.irfft(sequence_fft * kernel, n_fft, axis=1)
+    return full[:, d - 1 : d - 1 + count]

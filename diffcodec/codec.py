@@ -1,0 +1,465 @@
+"""The progressive codec: Algorithms 3 and 4 of Ho et al. 2020 with real channel simulation.
+
+Encoder (Algorithm 3): send x_T ~ q(x_T | x_0) using p(x_T) = N(0, I); for each coded
+step send x_{t−1} ~ q(x_{t−1} | x_t, x_0) using p_θ(x_{t−1} | x_t); finally send x_0
+exactly with the discretized decoder p_θ(x_0 | x_1) (Eq. 13).  Decoder (Algorithm 4)
+mirrors it.  Everything goes through one constriction range coder; the container
+records how many words each truncation point needs, so any prefix decodes.
+
+Each step's dimensions (over all tiles) are split into chunks of about
+``chunk_bits`` bits of KL; the number of chunks is side information, coded per step.
+See docs/format.md for the stream and docs/codec.md for the design.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import math
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import constriction
+import numpy as np
+import torch
+
+from .channel import decode_chunk, encode_chunks, kl_nats, log_weight_coefficients
+from .container import DfcFile, StreamHeader, TruncationPoint
+from .diffusion import GaussianDiffusion, spaced_timesteps
+from .entropy import (
+    PIXEL_MODEL,
+    AdaptiveCategorical,
+    IndexCoder,
+    decode_raw_bits,
+    decode_symbol,
+    encode_raw_bits,
+    encode_symbol,
+    pixel_gaussian_params,
+)
+from .errors import DiffcodecError
+from .losses import discretized_gaussian_log_likelihood
+from .rng import normals, raw_uint64, stream_key
+from .tiling import TileLayout
+
+MAX_INDEX_BITS = 20  # format constant: PFR indices are < 2^20
+STREAM_SEED = 0x444643  # mixed into every shared-randomness key of format version 1
+LEVEL_ESCAPE_CHUNKS = 31  # chunk counts from here on are sent as raw bits after an escape symbol
+_LN2 = math.log(2.0)
+
+
+class StreamMismatchError(DiffcodecError):
+    """The decoder's state disagrees with the encoder's: corrupt data, or other model/numerics."""
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Encoder settings.  ``steps`` and ``chunk_bits`` are written to the stream; the rest only shape the search."""
+
+    steps: int = 100
+    chunk_bits: int = 10
+    extra_candidate_bits: int = 5  # K = 2^(⌈chunk KL⌉ + this): head-room against truncating PFR
+    max_candidate_bits: int = 16
+    threads: int = 1
+    points: int | None = None  # truncation points in the file (None: automatic)
+    batch_size: int = 64
+
+    def __post_init__(self):
+        if not 1 <= self.chunk_bits <= 16:
+            raise DiffcodecError("chunk_bits must be in 1..16")
+        if not 1 <= self.max_candidate_bits <= MAX_INDEX_BITS:
+            raise DiffcodecError(f"max_candidate_bits must be in 1..{MAX_INDEX_BITS}")
+        if not 1 <= self.threads <= 255:
+            raise DiffcodecError("threads must be in 1..255")
+
+
+@dataclass
+class StepReport:
+    """One coded step as the encoder saw it."""
+
+    t: int  # paper timestep of the state after this step; 0 is the exact image
+    bits: int  # real bits of the file cut right after this step (header and table included)
+    kl_bits: float  # cumulative ideal cost (KL, and −log₂ p for the exact stage)
+    rmse: float  # RMSE on the 0–255 scale of the mean reconstruction x̂_0 available here
+    chunks: int = 0
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    file: DfcFile
+    steps: list[StepReport]
+    num_dims: int
+
+    @property
+    def bits_total(self) -> int:
+        return 8 * len(self.data)
+
+    def to_json(self) -> dict:
+        return {
+            "bits_total": self.bits_total,
+            "bpd": self.bits_total / self.num_dims,
+            "steps": [
+                {"t": s.t, "bits": s.bits, "bpd": s.bits / self.num_dims, "kl_bpd": s.kl_bits / self.num_dims, "rmse": s.rmse}
+                for s in self.steps
+            ],
+        }
+
+
+@dataclass
+class DecodeResult:
+    pixels: np.ndarray
+    mode: str
+    t: int  # timestep of the state decoded (0: exact image)
+    complete: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the network with exactly ``n`` threads: outputs differ at ~1e-6 between thread counts."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+class _Chain:
+    """What encoder and decoder compute identically: the chain, the layout and p_θ at each state."""
+
+    def __init__(self, model, layout: TileLayout, steps: int, chunk_bits: int, batch_size: int = 64):
+        self.model = model
+        self.layout = layout
+        self.chunk_bits = chunk_bits
+        self.batch_size = batch_size
+        self.diffusion: GaussianDiffusion = model.diffusion.respace(spaced_timesteps(model.diffusion.num_steps, steps))
+        self.real = layout.real_mask().reshape(-1)
+        self.pad_idx = np.flatnonzero(~self.real)
+        self.real_idx = np.flatnonzero(self.real)
+        self.index_coder = IndexCoder(chunk_bits, MAX_INDEX_BITS)
+        self.level_model = AdaptiveCategorical(np.ones(chunk_bits + LEVEL_ESCAPE_CHUNKS + 1, dtype=np.int64) * 4)
+
+    @property
+    def num_steps(self) -> int:
+        return self.diffusion.num_steps
+
+    def paper_t(self, index: int) -> int:
+        """Paper timestep (1..T) of the state at chain index ``index``."""
+        return int(self.diffusion.timesteps[index]) + 1
+
+    def predict(self, x: np.ndarray, index: int) -> dict[str, np.ndarray]:
+        """p_θ(x_{i−1} | x_i) mean and log-variance and x̂_0 at chain index ``index``, float64, flat."""
+        eps_parts, var_parts = [], []
+        t_orig = int(self.diffusion.timesteps[index])
+        x_t = torch.from_numpy(x.reshape(self.layout.shape).astype(np.float32))
+        for start in range(0, len(x_t), self.batch_size):
+            xb = x_t[start : start + self.batch_size]
+            eps, var_out = self.model(xb, torch.full((len(xb),), t_orig, dtype=torch.long))
+            eps_parts.append(eps)
+            var_parts.append(var_out)
+        eps = torch.cat(eps_parts).double()
+        var_out = torch.cat(var_parts).double() if var_parts[0] is not None else None
+        t = torch.full((len(x_t),), index, dtype=torch.long)
+        out = self.diffusion.p_mean_variance(x_t.double(), t, eps, var_out, self.model.variance)
+        return {k: v.numpy().reshape(-1) for k, v in out.items()}
+
+    def prior_params(self) -> tuple[np.ndarray, np.ndarray]:
+        n = int(np.prod(self.layout.shape))
+        return np.zeros(n), np.ones(n)
+
+    def level_of(self, kl_bits: float) -> tuple[int, int, int]:
+        """(level symbol, number of chunks, index class) for a step carrying ``kl_bits``."""
+        d = self.chunk_bits
+        if kl_bits < d:
+            level = int(kl_bits)
+            return level, 1, level
+        chunks = max(1, math.ceil(kl_bits / d))
+        return d - 1 + min(chunks, LEVEL_ESCAPE_CHUNKS), chunks, d
+
+    def from_level(self, level: int) -> tuple[int, int]:
+        d = self.chunk_bits
+        if level < d:
+            return 1, level
+        return level - d + 1, d  # LEVEL_ESCAPE_CHUNKS is resolved by the caller
+
+    def chunks(self, step: int, count: int) -> list[np.ndarray]:
+        """Random partition of the real dimensions into ``count`` chunks (shared randomness, no sorting of floats)."""
+        n = len(self.real_idx)
+        if count == 1:
+            return [self.real_idx]
+        raw = raw_uint64(stream_key(STREAM_SEED, step, 0xA5), 0, n)
+        ids = ((raw >> np.uint64(32)) * np.uint64(count)) >> np.uint64(32)
+        order = np.argsort(ids, kind="stable")
+        bounds = np.cumsum(np.bincount(ids.astype(np.int64), minlength=count))[:-1]
+        return [self.real_idx[part] for part in np.split(order, bounds)]
+
+    def fill_padding(self, x: np.ndarray, step: int, mu_p: np.ndarray, sd_p: np.ndarray) -> None:
+        """Padding follows the prior, from shared randomness: it costs no bits."""
+        if len(self.pad_idx):
+            eps = normals(stream_key(STREAM_SEED, step, 0x9A), 0, len(self.pad_idx))
+            x[self.pad_idx] = mu_p[self.pad_idx] + sd_p[self.pad_idx] * eps
+
+    def x0_from_pixels(self, tiles_u8: np.ndarray) -> np.ndarray:
+        return tiles_u8.reshape(-1).astype(np.float64) / 127.5 - 1.0
+
+    def pixels_from_x0(self, x0_hat: np.ndarray) -> np.ndarray:
+        """x̂_0 in [-1, 1] (flat) -> uint8 tiles."""
+        v = np.clip(np.round((x0_hat + 1.0) * 127.5), 0, 255).astype(np.uint8)
+        return v.reshape(self.layout.shape)
+
+
+def _state_check(words: np.ndarray, end_word: int, state: np.ndarray) -> int:
+    """16-bit check of the data prefix and the decoder's state at a truncation point."""
+    crc = binascii.crc_hqx(words[:end_word].astype("<u4").tobytes(), 0xFFFF)
+    return binascii.crc_hqx(state.astype("<f4").tobytes(), crc)
+
+
+def _choose_points(num_states: int, payload_words: int, requested: int | None) -> list[int]:
+    """Which states (0-based, in coding order) get a truncation point; the exact image always does."""
+    if requested is None:
+        # ~4 bytes of table per point: keep the table near 1% of the payload, but never below 6 points.
+        requested = max(6, payload_words // 100)
+    requested = max(1, min(requested, num_states))
+    picks = {round((num_states - 1) * j / max(requested - 1, 1)) for j in range(requested)} if requested > 1 else {num_states - 1}
+    return sorted(picks)
+
+
+def encode(
+    pixels: np.ndarray,
+    mode: str,
+    model,
+    config: CodecConfig = CodecConfig(),
+    on_step: Callable[[int], None] | None = None,
+) -> EncodeResult:
+    """Encode uint8 (H, W, C) pixels into a .dfc stream (Algorithm 3)."""
+    from .container import encode_file
+
+    layout = TileLayout(pixels.shape[0], pixels.shape[1], mode)
+    chain = _Chain(model, layout, config.steps, config.chunk_bits, config.batch_size)
+    tiles = layout.split(pixels)
+    x0 = chain.x0_from_pixels(tiles)
+    real = chain.real
+    coder = constriction.stream.queue.RangeEncoder()
+    rng = np.random.default_rng([STREAM_SEED, layout.height, layout.width])  # private PFR arrivals; files are reproducible
+    diffusion = chain.diffusion
+    S = chain.num_steps
+    n_dims = int(pixels.size)
+
+    marks, states, reports = [], [], []
+    kl_total = 0.0
+    with torch_threads(config.threads):
+        x = np.zeros_like(x0)
+        for step in range(S):
+            index = S - 1 - step  # chain index of the state this step produces
+            if step == 0:
+                mu_p, sd_p = chain.prior_params()
+                mu_q = diffusion.sqrt_alphas_cumprod[index] * x0
+                sd_q = np.full_like(x0, math.sqrt(1.0 - diffusion.alphas_cumprod[index]))
+            else:
+                pred = chain.predict(x, index + 1)
+                mu_p, sd_p = pred["mean"], np.exp(0.5 * pred["log_variance"])
+                c1, c2 = diffusion.posterior_mean_coef1[index + 1], diffusion.posterior_mean_coef2[index + 1]
+                mu_q = c1 * x0 + c2 * x
+                sd_q = np.full_like(x0, math.sqrt(diffusion.posterior_variance[index + 1]))
+                reports[-1].rmse = _rmse(layout, chain.pixels_from_x0(pred["pred_xstart"]), pixels)
+            x_new = np.empty_like(x0)
+            kl_bits, n_chunks = _encode_step(coder, chain, config, step, rng, x_new, mu_q, sd_q, mu_p, sd_p)
+            chain.fill_padding(x_new, step, mu_p, sd_p)
+            x = x_new.astype(np.float32).astype(np.float64)  # the state both sides hold is float32
+            kl_total += kl_bits
+            marks.append(coder.num_words())
+            states.append(x.astype(np.float32))
+            reports.append(StepReport(t=chain.paper_t(index), bits=0, kl_bits=kl_total, rmse=float("nan"), chunks=n_chunks))
+            if on_step is not None:
+                on_step(1)
+
+        # Exact stage: x_0 with the discretized decoder p_θ(x_0 | x_1) (Eq. 13).
+        pred = chain.predict(x, 0)
+        reports[-1].rmse = _rmse(layout, chain.pixels_from_x0(pred["pred_xstart"]), pixels)
+        l0 = layout.lossless_mask().reshape(-1)
+        mu, sd = pixel_gaussian_params(pred["mean"][l0], pred["log_variance"][l0])
+        symbols = tiles.reshape(-1)[l0].astype(np.int32)
+        coder.encode(symbols, PIXEL_MODEL, mu, sd)
+        kl_total += _decoder_nll_bits(symbols, pred["mean"][l0], pred["log_variance"][l0])
+        marks.append(coder.num_words())
+        reports.append(StepReport(t=0, bits=0, kl_bits=kl_total, rmse=0.0))
+        if on_step is not None:
+            on_step(1)
+
+    words = coder.get_compressed()
+    marks = [min(m, len(words)) for m in marks]
+    point_states = _choose_points(len(marks), len(words), config.points)
+    points = []
+    for s in point_states:
+        is_final = s == len(marks) - 1
+        state = tiles.reshape(-1)[l0].astype(np.float32) if is_final else states[s][real]
+        points.append(TruncationPoint(t=S - s, end_word=marks[s], check=_state_check(words, marks[s], state)))
+    header = StreamHeader(
+        model_id=model.identity[:8],
+        width=layout.width,
+        height=layout.height,
+        mode=mode,
+        num_steps=S,
+        chunk_bits=config.chunk_bits,
+        threads=config.threads,
+        schedule_steps=model.diffusion.num_steps,
+    )
+    dfc = DfcFile(header=header, points=tuple(points), words=words, image_crc32=zlib.crc32(pixels.tobytes()))
+    data = encode_file(dfc)
+    overhead_bits = 8 * len(data) - 32 * len(words)
+    for r, m in zip(reports, marks):
+        r.bits = overhead_bits + 32 * m
+    reports[-1].bits = 8 * len(data)
+    return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims)
+
+
+def _decoder_nll_bits(symbols: np.ndarray, mean: np.ndarray, log_variance: np.ndarray) -> float:
+    """L_0 = −log₂ p_θ(x_0 | x_1) of Eq. 13 summed over the coded subpixels (the ideal cost of the exact stage)."""
+    x = torch.from_numpy(symbols.astype(np.float64) / 127.5 - 1.0)
+    ll = discretized_gaussian_log_likelihood(x, torch.from_numpy(mean), 0.5 * torch.from_numpy(log_variance))
+    return float(-ll.sum()) / _LN2
+
+
+def _rmse(layout: TileLayout, tiles_u8: np.ndarray, pixels: np.ndarray) -> float:
+    recon = layout.merge(tiles_u8)
+    return float(np.sqrt(np.mean((recon.astype(np.float64) - pixels.astype(np.float64)) ** 2)))
+
+
+def _encode_step(coder, chain: _Chain, config: CodecConfig, step: int, rng, x_new, mu_q, sd_q, mu_p, sd_p) -> tuple[float, int]:
+    """Channel-simulate one step over all real dimensions; writes the decoder's sample into ``x_new``."""
+    r = chain.real_idx
+    kl_dims = kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]) / _LN2
+    level, n_chunks, cls = chain.level_of(float(kl_dims.sum()))
+    n_chunks = min(n_chunks, len(r))  # a chunk holds at least one dimension, however large its KL
+    encode_symbol(coder, chain.level_model, level)
+    if n_chunks >= LEVEL_ESCAPE_CHUNKS:
+        _encode_count(coder, n_chunks)
+    parts = chain.chunks(step, n_chunks)
+    keys, coeffs, counts = [], [], []
+    for j, dims in enumerate(parts):
+        chunk_kl = float(kl_nats(mu_q[dims], sd_q[dims], mu_p[dims], sd_p[dims]).sum() / _LN2)
+        keys.append(stream_key(STREAM_SEED, step, j + 1))
+        coeffs.append(log_weight_coefficients(mu_q[dims], sd_q[dims], mu_p[dims], sd_p[dims]))
+        counts.append(1 << min(config.max_candidate_bits, max(0, math.ceil(chunk_kl)) + config.extra_candidate_bits))
+    ks = encode_chunks(keys, coeffs, counts, rng)
+    for j, (dims, k) in enumerate(zip(parts, ks)):
+        chain.index_coder.encode(coder, cls, k)
+        x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(keys[j], k, len(dims))
+    return float(kl_dims.sum()), n_chunks
+
+
+def _encode_count(coder, n: int) -> None:
+    bits = n.bit_length()
+    encode_raw_bits(coder, bits, 6)
+    encode_raw_bits(coder, n, bits)
+
+
+def _decode_count(coder) -> int:
+    return decode_raw_bits(coder, decode_raw_bits(coder, 6))
+
+
+def _decode_step(coder, chain: _Chain, step: int, x_new, mu_p, sd_p) -> None:
+    level = decode_symbol(coder, chain.level_model)
+    n_chunks, cls = chain.from_level(level)
+    if n_chunks >= LEVEL_ESCAPE_CHUNKS:
+        n_chunks = _decode_count(coder)
+    if n_chunks > len(chain.real_idx):
+        raise StreamMismatchError("stream is corrupt (more chunks than dimensions)")
+    for j, dims in enumerate(chain.chunks(step, n_chunks)):
+        k = chain.index_coder.decode(coder, cls)
+        x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(stream_key(STREAM_SEED, step, j + 1), k, len(dims))
+
+
+def decode(
+    data: bytes | DfcFile,
+    model,
+    stop_at_t: int = 0,
+    reconstruct: str = "mean",
+    seed: int = 0,
+    on_step: Callable[[int], None] | None = None,
+) -> DecodeResult:
+    """Decode a .dfc stream (Algorithm 4) down to the first coded state with t ≤ ``stop_at_t`` that the data holds.
+
+    ``reconstruct`` turns a lossy state x_t into an image: ``mean`` is x̂_0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t
+    (the paper's Table 4 / Figure 5 distortion), ``sample`` runs ancestral sampling from x_t,
+    ``flow`` runs deterministic DDIM from x_t.  A complete stream decoded to t = 0 is the exact image.
+    """
+    from .container import decode_file
+    from .reconstruct import reconstruct_from
+
+    dfc = data if isinstance(data, DfcFile) else decode_file(data)
+    h = dfc.header
+    if h.model_id != model.identity[:8]:
+        raise DiffcodecError(
+            f"stream was encoded with model {h.model_id.hex()}, but the loaded model is {model.identity[:8].hex()}; "
+            "pass the encoder's checkpoint with --model"
+        )
+    if reconstruct not in ("mean", "sample", "flow"):
+        raise DiffcodecError(f"unknown reconstruction {reconstruct!r} (mean, sample or flow)")
+    layout = TileLayout(h.height, h.width, h.mode)
+    if h.schedule_steps != model.diffusion.num_steps:
+        raise DiffcodecError(f"stream uses a {h.schedule_steps}-step schedule, the model has {model.diffusion.num_steps}")
+    chain = _Chain(model, layout, h.num_steps, h.chunk_bits)
+    S = chain.num_steps
+    points = {S - p.t: p for p in dfc.points}  # step after which each point's state exists
+    last_available = max(points)
+    wanted = next((s for s in range(S + 1) if (0 if s == S else chain.paper_t(S - 1 - s)) <= stop_at_t), S)
+    target = min(wanted, last_available)
+    notes = []
+    if target < wanted:
+        notes.append(f"file is cut: decoded to t={_t_of(chain, target)}, the last whole truncation point")
+
+    words = np.asarray(dfc.words, dtype=np.uint32)
+    coder = constriction.stream.queue.RangeDecoder(words if len(words) else np.zeros(1, dtype=np.uint32))
+    real = chain.real
+    with torch_threads(h.threads):
+        x = np.zeros(int(np.prod(layout.shape)))
+        for step in range(min(target + 1, S)):
+            index = S - 1 - step
+            if step == 0:
+                mu_p, sd_p = chain.prior_params()
+            else:
+                pred = chain.predict(x, index + 1)
+                mu_p, sd_p = pred["mean"], np.exp(0.5 * pred["log_variance"])
+            x_new = np.empty_like(x)
+            _decode_step(coder, chain, step, x_new, mu_p, sd_p)
+            chain.fill_padding(x_new, step, mu_p, sd_p)
+            x = x_new.astype(np.float32).astype(np.float64)
+            if step in points:
+                _verify(words, points[step], x.astype(np.float32)[real])
+            if on_step is not None:
+                on_step(1)
+
+        if target == S:
+            pred = chain.predict(x, 0)
+            l0 = layout.lossless_mask().reshape(-1)
+            mu, sd = pixel_gaussian_params(pred["mean"][l0], pred["log_variance"][l0])
+            symbols = coder.decode(PIXEL_MODEL, mu, sd)
+            flat = np.zeros(int(np.prod(layout.shape)), dtype=np.uint8)
+            flat[l0] = symbols.astype(np.uint8)
+            _verify(words, points[S], symbols.astype(np.float32))
+            pixels = layout.merge(layout.fill_replicated(flat.reshape(layout.shape)))
+            if dfc.image_crc32 is not None and zlib.crc32(pixels.tobytes()) != dfc.image_crc32:
+                raise StreamMismatchError("decoded image fails its checksum: the stream is corrupt")
+            if on_step is not None:
+                on_step(1)
+            return DecodeResult(pixels=pixels, mode=h.mode, t=0, complete=True, notes=notes)
+
+        index = S - 1 - target
+        x0_hat = reconstruct_from(chain, x, index, reconstruct, seed)
+        pixels = layout.merge(chain.pixels_from_x0(x0_hat))
+    return DecodeResult(pixels=pixels, mode=h.mode, t=chain.paper_t(index), complete=False, notes=notes)
+
+
+def _t_of(chain: _Chain, step: int) -> int:
+    return 0 if step == chain.num_steps else chain.paper_t(chain.num_steps - 1 - step)
+
+
+def _verify(words: np.ndarray, point: TruncationPoint, state: np.ndarray) -> None:
+    if _state_check(words, point.end_word, state) != point.check:
+        raise StreamMismatchError(
+            f"check failed at t={point.t}: the stream is corrupt, or this machine computes the model differently "
+            "from the encoder's (model, thread count, CPU)"
+        )

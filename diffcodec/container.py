@@ -1,0 +1,394 @@
+"""The .dfc container: header, truncation-point table and range-coder payload of one image.
+
+The codec writes one stream of 32-bit words for the whole chain (x_T, each coded
+step, then x_0 losslessly). The container stores those words once, after a
+table saying how many words reach each truncation point, so:
+
+* a smaller file is made by dropping table rows and cutting words (`truncate`);
+* a file cut at any byte still reads up to the last point whose words survived
+  (`decode_file` sets ``points_lost``).
+
+Byte layout, semantics and versioning: docs/format.md.
+
+Examples:
+    >>> import numpy as np
+    >>> header = StreamHeader(model_id=bytes(8), width=32, height=32, mode="RGB",
+    ...                       num_steps=100, chunk_bits=12, threads=1)
+    >>> points = (TruncationPoint(t=100, end_word=1, check=0x1234),
+    ...           TruncationPoint(t=50, end_word=3, check=0xBEEF),
+    ...           TruncationPoint(t=0, end_word=5, check=0x0F0F))
+    >>> f = DfcFile(header, points, np.arange(5, dtype=np.uint32), image_crc32=0xCAFE)
+    >>> data = encode_file(f)
+    >>> decode_file(data) == f
+    True
+    >>> cut = decode_file(data[:-6])  # cut inside the 4th payload word: t=0 is lost
+    >>> (cut.points[-1].t, cut.points_lost, cut.image_crc32)
+    (50, 1, None)
+    >>> len(encode_file(truncate(f, 50))) == describe(f)["points"][1]["bytes"]
+    True
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+
+from .diffusion import spaced_timesteps
+from .errors import DiffcodecError
+
+MAGIC = b"DFC"
+VERSION = 1
+KNOWN_FLAGS = 0  # flag bits version 1 defines (none); a file with any other bit set is refused
+MODES = ("L", "RGB", "RGBA")  # stored as 0, 1, 2 in the top two bits of the mode byte
+MODEL_ID_BYTES = 8
+MAX_SIDE = 65535
+MAX_STEPS = 4000
+MAX_CHUNK_BITS = 63  # the low six bits of the mode byte
+MAX_THREADS = 255
+MAX_SCHEDULE_STEPS = 100_000
+MAX_END_WORD = 2**63 - 1
+
+_MAX_VARINT_BYTES = 10  # enough for any 64-bit value
+_MIN_POINT_BYTES = 4  # dt and dw varints of one byte each, then the 2-byte check
+_HEADER_CHECK_INIT = 0xFFFF  # CRC-16/CCITT-FALSE via binascii.crc_hqx
+
+
+class DfcFormatError(DiffcodecError):
+    """Not a .dfc file, an unsupported version, or a malformed, corrupt or cut one."""
+
+
+def _int(name: str, value: object, lo: int, hi: int) -> int:
+    """`value` as a Python int in lo..hi, or DfcFormatError."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise DfcFormatError(f"{name} must be an integer, got {value!r}")
+    value = int(value)
+    if not lo <= value <= hi:
+        raise DfcFormatError(f"{name} must be in {lo}..{hi}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """What a decoder needs before the first word: model, image shape and coding parameters."""
+
+    model_id: bytes  # first 8 bytes of the model's SHA-256 identity
+    width: int  # pixels, 1..65535
+    height: int  # pixels, 1..65535
+    mode: str  # "L", "RGB" or "RGBA"
+    num_steps: int  # S, steps of the respaced chain the stream codes, 1..4000
+    chunk_bits: int  # channel-simulation chunk size parameter, 1..63
+    threads: int  # torch thread count of the encoder, 1..255; the decoder must use the same
+    flags: int = 0  # reserved bit field; version 1 defines no bits
+    schedule_steps: int = 1000  # T of the model's training chain: with num_steps it maps chain t to paper t
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model_id, (bytes, bytearray)) or len(self.model_id) != MODEL_ID_BYTES:
+            raise DfcFormatError(f"model_id must be {MODEL_ID_BYTES} bytes, got {self.model_id!r}")
+        object.__setattr__(self, "model_id", bytes(self.model_id))
+        if self.mode not in MODES:
+            raise DfcFormatError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        for name, hi in (("width", MAX_SIDE), ("height", MAX_SIDE), ("num_steps", MAX_STEPS),
+                         ("chunk_bits", MAX_CHUNK_BITS), ("threads", MAX_THREADS),
+                         ("schedule_steps", MAX_SCHEDULE_STEPS)):
+            object.__setattr__(self, name, _int(name, getattr(self, name), 1, hi))
+        flags = _int("flags", self.flags, 0, 2**63 - 1)
+        if flags & ~KNOWN_FLAGS:
+            raise DfcFormatError(f"flags {flags:#x} use bits .dfc version {VERSION} does not define")
+        object.__setattr__(self, "flags", flags)
+
+
+@dataclass(frozen=True)
+class TruncationPoint:
+    """A place where the stream may stop: the state x_t is decodable from the first end_word words."""
+
+    t: int  # S..1: lossy state x_t (chain index); 0: the exact image
+    end_word: int  # payload words needed to decode up to here
+    check: int  # 16-bit check value of the codec; opaque to the container
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "t", _int("t", self.t, 0, MAX_STEPS))
+        object.__setattr__(self, "end_word", _int("end_word", self.end_word, 0, MAX_END_WORD))
+        object.__setattr__(self, "check", _int("check", self.check, 0, 0xFFFF))
+
+
+@dataclass(frozen=True, eq=False)
+class DfcFile:
+    """One coded image: header, truncation points in stream order, payload words.
+
+    Invariants (checked on construction): at least one point; t strictly
+    decreasing from at most num_steps; end_word non-decreasing; ``len(words) ==
+    points[-1].end_word``; ``image_crc32`` given iff the last point has t == 0.
+    ``points_lost`` counts table rows a cut file lost (0 otherwise); it is not
+    written by `encode_file`.
+    """
+
+    header: StreamHeader
+    points: tuple[TruncationPoint, ...]
+    words: np.ndarray  # uint32 payload, read-only
+    image_crc32: int | None  # zlib.crc32 of the exact image's uint8 samples, C order (H, W, C)
+    points_lost: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.header, StreamHeader):
+            raise DfcFormatError(f"header must be a StreamHeader, got {type(self.header).__name__}")
+        points = tuple(self.points)
+        if not points:
+            raise DfcFormatError("a .dfc file needs at least one truncation point")
+        if not all(isinstance(p, TruncationPoint) for p in points):
+            raise DfcFormatError("points must be TruncationPoint objects")
+        if points[0].t > self.header.num_steps:
+            raise DfcFormatError(f"first point has t={points[0].t} > num_steps={self.header.num_steps}")
+        for prev, cur in zip(points, points[1:]):
+            if cur.t >= prev.t:
+                raise DfcFormatError(f"t must decrease along the points, got t={cur.t} after t={prev.t}")
+            if cur.end_word < prev.end_word:
+                raise DfcFormatError(
+                    f"end_word must not decrease, got {cur.end_word} (t={cur.t}) after {prev.end_word}")
+        object.__setattr__(self, "points", points)
+
+        words = self.words
+        if not isinstance(words, np.ndarray) or words.dtype != np.uint32 or words.ndim != 1:
+            raise DfcFormatError("words must be a 1-D numpy.uint32 array")
+        if len(words) != points[-1].end_word:
+            raise DfcFormatError(
+                f"payload has {len(words)} words, the last point needs exactly {points[-1].end_word}")
+        if words.flags.writeable:
+            words = words.copy()
+            words.setflags(write=False)
+        object.__setattr__(self, "words", words)
+
+        if (self.image_crc32 is None) == self.complete:
+            raise DfcFormatError("image_crc32 must be given iff the last point has t=0")
+        if self.image_crc32 is not None:
+            object.__setattr__(self, "image_crc32", _int("image_crc32", self.image_crc32, 0, 0xFFFFFFFF))
+        object.__setattr__(self, "points_lost", _int("points_lost", self.points_lost, 0, MAX_STEPS))
+
+    @property
+    def complete(self) -> bool:
+        """True when the file reaches the exact image (last point t == 0)."""
+        return self.points[-1].t == 0
+
+    @property
+    def cut(self) -> bool:
+        """True when read from a file cut short: it decodes only to points[-1].t."""
+        return self.points_lost > 0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DfcFile):
+            return NotImplemented
+        return (self.header == other.header and self.points == other.points
+                and self.image_crc32 == other.image_crc32 and self.points_lost == other.points_lost
+                and np.array_equal(self.words, other.words))
+
+    __hash__ = None  # type: ignore[assignment]  # holds an array
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+def _varint(value: int) -> bytes:
+    """Unsigned LEB128."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _header_fields(h: StreamHeader) -> bytes:
+    """Magic through flags: everything before the point count."""
+    return b"".join((
+        MAGIC, bytes((VERSION,)), h.model_id, _varint(h.width), _varint(h.height),
+        bytes((MODES.index(h.mode) << 6 | h.chunk_bits, h.threads)),
+        _varint(h.num_steps), _varint(h.schedule_steps), _varint(h.flags),
+    ))
+
+
+def _point_entries(num_steps: int, points: tuple[TruncationPoint, ...]) -> list[bytes]:
+    """Table rows: (t gap, end_word delta, check). The first t is stored as num_steps - t."""
+    rows = []
+    prev_t, prev_end = num_steps + 1, 0
+    for p in points:
+        rows.append(_varint(prev_t - 1 - p.t) + _varint(p.end_word - prev_end) + p.check.to_bytes(2, "little"))
+        prev_t, prev_end = p.t, p.end_word
+    return rows
+
+
+def _head(h: StreamHeader, points: tuple[TruncationPoint, ...], image_crc32: int | None) -> bytes:
+    """Everything before the payload, ending with the header check."""
+    out = bytearray(_header_fields(h))
+    out += _varint(len(points))
+    out += b"".join(_point_entries(h.num_steps, points))
+    if image_crc32 is not None:
+        out += image_crc32.to_bytes(4, "little")
+    out += binascii.crc_hqx(out, _HEADER_CHECK_INIT).to_bytes(2, "little")
+    return bytes(out)
+
+
+def encode_file(f: DfcFile) -> bytes:
+    """Serialize `f` (its ``points_lost`` is not stored: a cut file re-encodes as a shorter whole one)."""
+    return _head(f.header, f.points, f.image_crc32) + f.words.astype("<u4", copy=False).tobytes()
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+class _Reader:
+    """Reads header fields in order; running out of bytes is a DfcFormatError."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if self.pos + n > len(self.data):
+            raise DfcFormatError(f"file ends inside the .dfc {what} at byte {len(self.data)} (cut or corrupt)")
+        chunk = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return chunk
+
+    def uint(self, n: int, what: str) -> int:
+        return int.from_bytes(self.take(n, what), "little")
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for i in range(_MAX_VARINT_BYTES):
+            b = self.uint(1, what)
+            value |= (b & 0x7F) << (7 * i)
+            if b < 0x80:
+                if b == 0 and i > 0:
+                    raise DfcFormatError(f"corrupt .dfc {what}: over-long number at byte {self.pos - 1}")
+                return value
+        raise DfcFormatError(f"corrupt .dfc {what}: number longer than {_MAX_VARINT_BYTES} bytes")
+
+
+def decode_file(data: bytes) -> DfcFile:
+    """Parse a .dfc file, or what is left of one cut at any byte.
+
+    A cut file keeps the points whose words all survived (a partial trailing word
+    is dropped) and sets ``points_lost``; ``image_crc32`` is then None. Raises
+    DfcFormatError, and nothing else, for anything that is not a readable .dfc
+    file: wrong magic, unknown version, bad header check, malformed fields, or
+    a cut before the first truncation point.
+    """
+    data = data if isinstance(data, bytes) else memoryview(data).tobytes()
+    if not data:
+        raise DfcFormatError("empty file, not a .dfc file")
+    if not data.startswith(MAGIC):
+        if MAGIC.startswith(data):
+            raise DfcFormatError(f"file ends inside the .dfc header at byte {len(data)} (cut or corrupt)")
+        raise DfcFormatError(f"not a .dfc file (starts with {data[:len(MAGIC)]!r}, expected {MAGIC!r})")
+    r = _Reader(data)
+    r.take(len(MAGIC), "header")
+    version = r.uint(1, "header")
+    if version != VERSION:
+        hint = ", written by a newer diffcodec" if version > VERSION else ""
+        raise DfcFormatError(f"unsupported .dfc version {version}{hint} (this diffcodec reads version {VERSION})")
+
+    model_id = r.take(MODEL_ID_BYTES, "header")
+    width, height = r.varint("header"), r.varint("header")
+    mode_byte, threads = r.uint(1, "header"), r.uint(1, "header")
+    num_steps, schedule_steps, flags = r.varint("header"), r.varint("header"), r.varint("header")
+    count = r.varint("point table")
+    if count * _MIN_POINT_BYTES > len(data) - r.pos:
+        raise DfcFormatError(f"file ends inside the .dfc point table of {count} points (cut or corrupt)")
+    rows, t, end = [], num_steps + 1, 0
+    for _ in range(count):
+        t -= 1 + r.varint("point table")
+        end += r.varint("point table")
+        rows.append((t, end, r.uint(2, "point table")))
+    image_crc32 = r.uint(4, "header") if rows and rows[-1][0] == 0 else None
+    covered = r.pos
+    if r.uint(2, "header") != binascii.crc_hqx(data[:covered], _HEADER_CHECK_INIT):
+        raise DfcFormatError("corrupt .dfc file: header check failed")
+
+    try:
+        if mode_byte >> 6 >= len(MODES):
+            raise DfcFormatError(f"unknown mode code {mode_byte >> 6}")
+        header = StreamHeader(model_id, width, height, MODES[mode_byte >> 6], num_steps, mode_byte & 0x3F,
+                              threads, flags, schedule_steps)
+        points = tuple(TruncationPoint(*row) for row in rows)
+        if not points:
+            raise DfcFormatError("no truncation points")
+    except DfcFormatError as exc:
+        raise DfcFormatError(f"malformed .dfc header: {exc}") from None
+
+    payload = memoryview(data)[r.pos:]
+    available = len(payload) // 4
+    needed = points[-1].end_word
+    if len(payload) > 4 * needed:
+        raise DfcFormatError(f"corrupt .dfc file: {len(payload) - 4 * needed} bytes after the payload")
+    kept = sum(p.end_word <= available for p in points)  # end_word is non-decreasing
+    if kept == 0:
+        raise DfcFormatError(
+            f"file cut before its first truncation point (t={points[0].t} needs "
+            f"{points[0].end_word} payload words, {available} left)")
+    words = np.frombuffer(payload, dtype="<u4", count=points[kept - 1].end_word).astype(np.uint32, copy=False)
+    return DfcFile(header, points[:kept], words, image_crc32 if kept == count else None, count - kept)
+
+
+# ---- operations -------------------------------------------------------------------------------
+
+def truncate(f: DfcFile, stop_at_t: int) -> DfcFile:
+    """Keep the points with t >= stop_at_t (at least the first) and the words they need.
+
+    The result decodes to ``points[-1].t`` of what is kept, which is stop_at_t
+    when the file has a point there, else the nearest coarser point. Asking for
+    a t finer than the file reaches returns the file unchanged (compare
+    ``points[-1].t`` to tell). stop_at_t must be in 0..num_steps. The result is
+    an ordinary file (``points_lost`` 0), even when `f` was read from a cut one.
+    """
+    if isinstance(stop_at_t, bool) or not isinstance(stop_at_t, Integral) or not 0 <= stop_at_t <= f.header.num_steps:
+        raise DiffcodecError(f"stop_at_t must be an integer in 0..{f.header.num_steps}, got {stop_at_t!r}")
+    kept = max(1, sum(p.t >= stop_at_t for p in f.points))  # t is decreasing
+    points = f.points[:kept]
+    return DfcFile(f.header, points, f.words[:points[-1].end_word],
+                   f.image_crc32 if points[-1].t == 0 else None)
+
+
+def paper_timestep(h: StreamHeader, chain_t: int) -> int:
+    """The paper's t (0..T) of the state at chain position ``chain_t`` (0..S) of a stream."""
+    if chain_t == 0:
+        return 0
+    return spaced_timesteps(h.schedule_steps, h.num_steps)[chain_t - 1] + 1
+
+
+def chain_position(h: StreamHeader, t: int) -> int:
+    """The smallest chain position whose paper t is at least ``t`` (S if none): where --stop-at-t t stops."""
+    kept = spaced_timesteps(h.schedule_steps, h.num_steps)
+    return next((i + 1 for i, k in enumerate(kept) if k + 1 >= t), len(kept)) if t > 0 else 0
+
+
+def describe(f: DfcFile) -> dict[str, Any]:
+    """JSON-able summary for ``diffcodec info --json``.
+
+    Each point's ``bytes`` is the size of the .dfc file that `truncate` to its t
+    produces; ``total_bytes`` is the size of ``encode_file(f)``.
+    """
+    h = f.header
+    fixed = len(_header_fields(h)) + 2  # + header check
+    table = 0
+    points = []
+    for k, (p, row) in enumerate(zip(f.points, _point_entries(h.num_steps, f.points)), start=1):
+        table += len(row)
+        size = fixed + len(_varint(k)) + table + (4 if p.t == 0 else 0) + 4 * p.end_word
+        points.append({"t": paper_timestep(h, p.t), "chain_t": p.t, "bytes": size})
+    return {
+        "width": h.width,
+        "height": h.height,
+        "mode": h.mode,
+        "model_id": h.model_id.hex(),
+        "num_steps": h.num_steps,
+        "schedule_steps": h.schedule_steps,
+        "chunk_bits": h.chunk_bits,
+        "threads": h.threads,
+        "flags": h.flags,
+        "points": points,
+        "complete": f.complete,
+        "cut": f.cut,
+        "points_lost": f.points_lost,
+        "total_bytes": points[-1]["bytes"],
+    }

@@ -1,0 +1,380 @@
+"""Tests of the .dfc container (diffcodec/container.py, docs/format.md).
+
+The golden vector tests/expected/container_v1.dfc is `encode_file(GOLDEN)`. It pins
+the byte layout: regenerate it only for a deliberate format change (which also
+bumps VERSION, see docs/format.md), with
+
+    python tests/test_container.py --regenerate-golden
+"""
+
+from __future__ import annotations
+
+import binascii
+import doctest
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from diffcodec import container
+from diffcodec.container import (
+    MAGIC, MAX_SIDE, MAX_STEPS, VERSION, DfcFile, DfcFormatError, StreamHeader, TruncationPoint,
+    decode_file, describe, encode_file, truncate,
+)
+from diffcodec.errors import DiffcodecError
+
+GOLDEN_PATH = Path(__file__).parent / "expected" / "container_v1.dfc"
+
+GOLDEN = DfcFile(
+    header=StreamHeader(model_id=bytes.fromhex("0123456789abcdef"), width=32, height=24, mode="RGB",
+                        num_steps=1000, chunk_bits=12, threads=2),
+    points=(
+        TruncationPoint(t=1000, end_word=1, check=0x1111),
+        TruncationPoint(t=999, end_word=3, check=0x2222),
+        TruncationPoint(t=500, end_word=3, check=0x3333),  # no words between two points
+        TruncationPoint(t=10, end_word=20, check=0x4444),
+        TruncationPoint(t=0, end_word=160, check=0xFFFF),  # 140-word delta: a two-byte varint
+    ),
+    words=(np.arange(160, dtype=np.uint64) * 0x9E3779B9 % 2**32).astype(np.uint32),
+    image_crc32=0xDEADBEEF,
+)
+
+SMALL = DfcFile(
+    header=StreamHeader(model_id=bytes(8), width=1, height=1, mode="L", num_steps=3, chunk_bits=1, threads=1),
+    points=(TruncationPoint(3, 0, 0), TruncationPoint(1, 1, 0xABCD), TruncationPoint(0, 2, 0x0102)),
+    words=np.array([0xFFFFFFFF, 0x00000001], dtype=np.uint32),
+    image_crc32=0,
+)
+
+
+def head_len(f: DfcFile, data: bytes) -> int:
+    return len(data) - 4 * len(f.words)
+
+
+def resealed(f: DfcFile, edit: Callable[[bytearray], None]) -> bytes:
+    """encode_file(f) with `edit` applied to the header bytes and the header check recomputed."""
+    data = encode_file(f)
+    body = bytearray(data[:head_len(f, data) - 2])
+    edit(body)
+    return bytes(body) + binascii.crc_hqx(bytes(body), 0xFFFF).to_bytes(2, "little") + data[head_len(f, data):]
+
+
+def assert_cut_behaviour(f: DfcFile, data: bytes, k: int) -> None:
+    """decode_file(data[:k]) is exactly the points of f whose words fit, or a DfcFormatError."""
+    available = max(0, k - head_len(f, data)) // 4
+    kept = tuple(p for p in f.points if p.end_word <= available)
+    if k < head_len(f, data) or not kept:
+        with pytest.raises(DfcFormatError):
+            decode_file(data[:k])
+        return
+    g = decode_file(data[:k])
+    assert g.header == f.header
+    assert g.points == kept
+    assert g.points_lost == len(f.points) - len(kept)
+    assert g.cut == (k < len(data))
+    np.testing.assert_array_equal(g.words, f.words[:kept[-1].end_word])
+    assert g.image_crc32 == (f.image_crc32 if k == len(data) else None)
+    assert encode_file(g) == encode_file(truncate(f, kept[-1].t))
+
+
+def assert_only_format_errors(data: bytes) -> None:
+    """Decoding raises DfcFormatError or gives a file that re-encodes canonically."""
+    try:
+        g = decode_file(data)
+    except DfcFormatError as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    if g.cut:
+        again = decode_file(encode_file(g))
+        assert again.points == g.points and not again.cut
+    else:
+        assert encode_file(g) == data  # every readable whole file has exactly one encoding
+
+
+# ---- fixed vectors ------------------------------------------------------------------------------
+
+def test_golden_vector() -> None:
+    data = GOLDEN_PATH.read_bytes()
+    assert encode_file(GOLDEN) == data, "format changed: see the module docstring before regenerating"
+    assert decode_file(data) == GOLDEN
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(container).failed == 0
+
+
+@pytest.mark.parametrize("f", [GOLDEN, SMALL], ids=["golden", "small"])
+def test_round_trip(f: DfcFile) -> None:
+    g = decode_file(encode_file(f))
+    assert g == f and g.complete and not g.cut
+    assert g.words.dtype == np.uint32 and not g.words.flags.writeable
+
+
+def test_payload_is_little_endian_words_at_the_end() -> None:
+    data = encode_file(SMALL)
+    assert data[:4] == MAGIC + bytes([VERSION])
+    assert data[-8:] == bytes.fromhex("ffffffff01000000")
+
+
+# ---- cutting and truncation ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("f", [GOLDEN, SMALL], ids=["golden", "small"])
+def test_cut_at_every_byte(f: DfcFile) -> None:
+    data = encode_file(f)
+    for k in range(len(data) + 1):
+        assert_cut_behaviour(f, data, k)
+
+
+def test_cut_message_names_what_is_missing() -> None:
+    data = encode_file(GOLDEN)
+    with pytest.raises(DfcFormatError, match="ends inside the .dfc header"):
+        decode_file(data[:10])
+    with pytest.raises(DfcFormatError, match="cut before its first truncation point"):
+        decode_file(data[:head_len(GOLDEN, data) + 3])
+    g = decode_file(data[:-1])
+    assert (g.points[-1].t, g.points_lost, g.image_crc32) == (10, 1, None)
+
+
+@pytest.mark.parametrize(("stop_at_t", "final_t"), [
+    (1000, 1000), (999, 999), (998, 999), (500, 500), (11, 500), (10, 10), (1, 10), (0, 0),
+])
+def test_truncate_keeps_points_down_to_stop_at_t(stop_at_t: int, final_t: int) -> None:
+    g = truncate(GOLDEN, stop_at_t)
+    assert g.points[-1].t == final_t
+    assert g.points == GOLDEN.points[:len(g.points)]
+    np.testing.assert_array_equal(g.words, GOLDEN.words[:g.points[-1].end_word])
+    assert g.image_crc32 == (GOLDEN.image_crc32 if final_t == 0 else None)
+    data = encode_file(g)
+    assert decode_file(data) == g
+    assert len(data) == next(p["bytes"] for p in describe(GOLDEN)["points"] if p["t"] == final_t)
+
+
+def test_truncate_above_the_first_point_keeps_the_first() -> None:
+    lossy = truncate(GOLDEN, 10)
+    shifted = DfcFile(lossy.header, lossy.points[1:], lossy.words, None)  # first point t=999 < S=1000
+    assert truncate(shifted, 1000).points == (shifted.points[0],)
+    assert truncate(lossy, 0) == lossy  # nothing finer to give: unchanged
+
+
+@pytest.mark.parametrize("stop_at_t", [-1, 1001, 2.0, True, "5"])
+def test_truncate_rejects_t_outside_the_chain(stop_at_t: object) -> None:
+    with pytest.raises(DiffcodecError, match="stop_at_t"):
+        truncate(GOLDEN, stop_at_t)  # type: ignore[arg-type]
+
+
+# ---- foreign, corrupt and malformed input -------------------------------------------------------
+
+@pytest.mark.parametrize(("data", "message"), [
+    (b"", "empty file"),
+    (b"DF", "ends inside the .dfc header"),
+    (b"\x89PNG\r\n\x1a\n", "not a .dfc file"),
+    (b"DFC\x02" + bytes(40), "unsupported .dfc version 2, written by a newer diffcodec"),
+    (b"DFC\x00" + bytes(40), "unsupported .dfc version 0"),
+    (encode_file(SMALL) + b"\x00", "1 bytes after the payload"),
+])
+def test_foreign_input_is_one_clear_line(data: bytes, message: str) -> None:
+    with pytest.raises(DfcFormatError, match=message) as info:
+        decode_file(data)
+    assert "\n" not in str(info.value)
+
+
+def test_every_single_bit_flip_in_the_header_and_table_is_caught() -> None:
+    data = encode_file(GOLDEN)
+    for i in range(head_len(GOLDEN, data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            with pytest.raises(DfcFormatError):
+                decode_file(bytes(bad))
+
+
+def test_payload_corruption_is_left_to_the_codec_checks() -> None:
+    data = bytearray(encode_file(GOLDEN))
+    data[-1] ^= 0x80
+    g = decode_file(bytes(data))
+    assert g.points == GOLDEN.points and g.words[-1] != GOLDEN.words[-1]
+
+
+# Offsets in GOLDEN's header: 12 width, 13 height, 14 mode<<6|chunk_bits, 15 threads, 16-17 S, 18 flags, 19 count.
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda b: b.__setitem__(12, 0), "width must be in 1..65535"),
+    (lambda b: b.__setitem__(14, 0xC0 | 12), "unknown mode code 3"),
+    (lambda b: b.__setitem__(14, 0x40), "chunk_bits must be in 1..63"),
+    (lambda b: b.__setitem__(15, 0), "threads must be in 1..255"),
+    (lambda b: b.__setitem__(18, 1), "flags 0x1"),
+    (lambda b: b.__setitem__(slice(19, 20), b"\xff\x7f"), "ends inside the .dfc point table"),
+    (lambda b: b.__setitem__(slice(12, 13), b"\xa0\x00"), "over-long number"),
+    # S=4001 and S=999 shift every t by one, so the last point is no longer t=0: drop image_crc32 too.
+    (lambda b: (b.__setitem__(slice(16, 18), b"\xa1\x1f"), b.__delitem__(slice(-4, None))),
+     "num_steps must be in 1..4000"),
+    (lambda b: (b.__setitem__(slice(16, 18), b"\xe7\x07"), b.__delitem__(slice(-4, None))),
+     "t must be in 0..4000, got -1"),
+])
+def test_well_sealed_but_invalid_header_is_refused(edit: Callable[[bytearray], None], message: str) -> None:
+    with pytest.raises(DfcFormatError, match=message):
+        decode_file(resealed(GOLDEN, edit))
+
+
+def test_file_without_points_is_refused() -> None:
+    body = bytearray(encode_file(SMALL)[:18])  # magic through flags, then a point count of 0
+    assert body[-1] == 0  # flags
+    with pytest.raises(DfcFormatError, match="no truncation points"):
+        decode_file(bytes(body) + bytes([0]) + binascii.crc_hqx(body + b"\0", 0xFFFF).to_bytes(2, "little"))
+
+
+# ---- construction -------------------------------------------------------------------------------
+
+def _header(**changes: object) -> StreamHeader:
+    fields: dict[str, object] = dict(model_id=bytes(8), width=4, height=4, mode="L", num_steps=10,
+                                     chunk_bits=8, threads=1)
+    return StreamHeader(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def _file(points: list[tuple[int, int]], n_words: int | None = None, crc: int | None = 0,
+          words: np.ndarray | None = None) -> DfcFile:
+    pts = tuple(TruncationPoint(t, e, 0) for t, e in points)
+    if words is None:
+        words = np.zeros(n_words if n_words is not None else (pts[-1].end_word if pts else 0), np.uint32)
+    return DfcFile(_header(), pts, words, crc)
+
+
+@pytest.mark.parametrize("build", [
+    lambda: _header(model_id=bytes(7)),
+    lambda: _header(model_id="01234567"),
+    lambda: _header(width=0),
+    lambda: _header(height=MAX_SIDE + 1),
+    lambda: _header(width=3.0),
+    lambda: _header(width=True),
+    lambda: _header(mode="CMYK"),
+    lambda: _header(num_steps=0),
+    lambda: _header(num_steps=MAX_STEPS + 1),
+    lambda: _header(chunk_bits=64),
+    lambda: _header(threads=256),
+    lambda: _header(flags=1),
+    lambda: TruncationPoint(-1, 0, 0),
+    lambda: TruncationPoint(0, -1, 0),
+    lambda: TruncationPoint(0, 0, 0x10000),
+    lambda: _file([]),
+    lambda: _file([(11, 0), (0, 1)]),  # first t above num_steps
+    lambda: _file([(5, 0), (5, 1), (0, 2)]),  # t not decreasing
+    lambda: _file([(5, 0), (6, 1)]),
+    lambda: _file([(5, 2), (0, 1)]),  # end_word decreasing
+    lambda: _file([(5, 0), (0, 2)], n_words=3),
+    lambda: _file([(0, 2)], words=np.zeros(2, np.int64)),
+    lambda: _file([(0, 2)], words=np.zeros((1, 2), np.uint32)),
+    lambda: _file([(5, 0), (0, 2)], crc=None),  # complete without image_crc32
+    lambda: _file([(5, 0), (1, 2)], crc=0),  # lossy with image_crc32
+    lambda: _file([(0, 2)], crc=2**32),
+])
+def test_invalid_fields_are_refused_on_construction(build: Callable[[], object]) -> None:
+    with pytest.raises(DfcFormatError):
+        build()
+
+
+def test_construction_normalises_numpy_ints_and_freezes_words() -> None:
+    p = TruncationPoint(np.int64(3), np.uint64(2), np.uint16(7))
+    assert (type(p.t), type(p.end_word), type(p.check)) == (int, int, int)
+    words = np.array([1, 2], np.uint32)
+    f = DfcFile(_header(), (p,), words, None)
+    words[0] = 99
+    assert f.words[0] == 1 and not f.words.flags.writeable
+
+
+# ---- describe and size -------------------------------------------------------------------------
+
+def test_describe_is_json_and_sizes_match_real_files() -> None:
+    d = json.loads(json.dumps(describe(GOLDEN)))
+    assert d["model_id"] == "0123456789abcdef" and (d["width"], d["height"], d["mode"]) == (32, 24, "RGB")
+    assert d["complete"] and not d["cut"] and d["total_bytes"] == len(encode_file(GOLDEN))
+    assert [p["t"] for p in d["points"]] == [1000, 999, 500, 10, 0]
+    for p in d["points"]:
+        assert p["bytes"] == len(encode_file(truncate(GOLDEN, p["t"])))
+    cut = describe(decode_file(encode_file(GOLDEN)[:-1]))
+    assert (cut["complete"], cut["cut"], cut["points_lost"]) == (False, True, 1)
+
+
+def test_overhead_of_a_cifar_size_file() -> None:
+    """8 points, 1700-byte payload, 32x32 RGB: 58 bytes of framing (docs/format.md, "Size")."""
+    ends = [2, 40, 90, 150, 210, 250, 290, 425]
+    f = DfcFile(StreamHeader(bytes(8), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2),
+                tuple(TruncationPoint(t, e, 0xABCD) for t, e in zip([100, 50, 25, 12, 6, 3, 1, 0], ends)),
+                np.zeros(425, np.uint32), image_crc32=0x12345678)
+    assert len(encode_file(f)) - 1700 == 58
+
+
+# ---- fuzzing: about 200 examples in all, a second or two -----------------------------------------
+
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # the CPU may be busy training
+
+
+@st.composite
+def dfc_files(draw: st.DrawFn) -> DfcFile:
+    num_steps = draw(st.integers(1, MAX_STEPS))
+    n = draw(st.integers(1, min(num_steps + 1, 10)))
+    ts = sorted(draw(st.sets(st.integers(0, num_steps), min_size=n, max_size=n)), reverse=True)
+    ends = sorted(draw(st.lists(st.integers(0, 200), min_size=n, max_size=n)))
+    seed = draw(st.integers(0, 2**32 - 1))
+    header = StreamHeader(
+        model_id=draw(st.binary(min_size=8, max_size=8)), width=draw(st.integers(1, MAX_SIDE)),
+        height=draw(st.integers(1, MAX_SIDE)), mode=draw(st.sampled_from(["L", "RGB", "RGBA"])),
+        num_steps=num_steps, chunk_bits=draw(st.integers(1, 63)), threads=draw(st.integers(1, 255)))
+    points = tuple(TruncationPoint(t, e, draw(st.integers(0, 0xFFFF))) for t, e in zip(ts, ends))
+    words = np.random.default_rng(seed).integers(0, 2**32, ends[-1], dtype=np.uint32)
+    crc = draw(st.integers(0, 2**32 - 1)) if ts[-1] == 0 else None
+    return DfcFile(header, points, words, crc)
+
+
+@settings(FUZZ, max_examples=60)
+@given(dfc_files(), st.floats(0, 1))
+def test_fuzz_round_trip_and_cut(f: DfcFile, where: float) -> None:
+    data = encode_file(f)
+    assert decode_file(data) == f
+    assert_cut_behaviour(f, data, round(where * len(data)))
+
+
+@settings(FUZZ, max_examples=40)
+@given(st.binary(max_size=64) | st.binary(max_size=64).map(lambda b: MAGIC + bytes([VERSION]) + b))
+def test_fuzz_random_bytes(data: bytes) -> None:
+    assert_only_format_errors(data)
+
+
+_EDITS = st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 10_000), st.integers(0, 255)),
+    st.tuples(st.just("flip"), st.integers(0, 10_000), st.integers(0, 7)),
+    st.tuples(st.just("insert"), st.integers(0, 10_000), st.binary(min_size=1, max_size=4)),
+    st.tuples(st.just("delete"), st.integers(0, 10_000), st.integers(1, 4)),
+    st.tuples(st.just("cut"), st.integers(0, 10_000), st.just(0)),
+)
+
+
+@settings(FUZZ, max_examples=100)
+@given(st.sampled_from([GOLDEN, SMALL]), st.lists(_EDITS, min_size=1, max_size=4), st.booleans())
+def test_fuzz_mutated_files(f: DfcFile, edits: list[tuple[str, int, object]], in_header: bool) -> None:
+    data = bytearray(encode_file(f))
+    span = head_len(f, bytes(data)) + 4 if in_header else len(data) + 1  # mostly hit the header and table
+    for kind, pos, arg in edits:
+        i = pos % max(1, min(span, len(data) + 1))
+        if kind == "set" and i < len(data):
+            data[i] = arg  # type: ignore[assignment]
+        elif kind == "flip" and i < len(data):
+            data[i] ^= 1 << arg  # type: ignore[operator]
+        elif kind == "insert":
+            data[i:i] = arg  # type: ignore[assignment]
+        elif kind == "delete":
+            del data[i:i + arg]  # type: ignore[operator]
+        elif kind == "cut":
+            del data[i:]
+    assert_only_format_errors(bytes(data))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--regenerate-golden"]:
+        sys.exit(__doc__)
+    GOLDEN_PATH.parent.mkdir(exist_ok=True)
+    GOLDEN_PATH.write_bytes(encode_file(GOLDEN))
+    print(f"wrote {GOLDEN_PATH} ({GOLDEN_PATH.stat().st_size} bytes)")
