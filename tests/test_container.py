@@ -200,14 +200,14 @@ def test_payload_corruption_is_left_to_the_codec_checks() -> None:
     assert g.points == GOLDEN.points and g.words[-1] != GOLDEN.words[-1]
 
 
-# Offsets in GOLDEN's header: 12 width, 13 height, 14 mode<<6|chunk_bits, 15 threads, 16-17 S, 18 flags, 19 count.
+# Offsets in GOLDEN's header: 12 width, 13 height, 14 mode<<6|chunk_bits, 15 threads, 16-17 S, 18-19 T, 20 flags, 21 count.
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda b: b.__setitem__(12, 0), "width must be in 1..65535"),
     (lambda b: b.__setitem__(14, 0xC0 | 12), "unknown mode code 3"),
     (lambda b: b.__setitem__(14, 0x40), "chunk_bits must be in 1..63"),
     (lambda b: b.__setitem__(15, 0), "threads must be in 1..255"),
-    (lambda b: b.__setitem__(18, 1), "flags 0x1"),
-    (lambda b: b.__setitem__(slice(19, 20), b"\xff\x7f"), "ends inside the .dfc point table"),
+    (lambda b: b.__setitem__(20, 1), "flags 0x1"),
+    (lambda b: b.__setitem__(slice(21, 22), b"\xff\x7f"), "ends inside the .dfc point table"),
     (lambda b: b.__setitem__(slice(12, 13), b"\xa0\x00"), "over-long number"),
     # S=4001 and S=999 shift every t by one, so the last point is no longer t=0: drop image_crc32 too.
     (lambda b: (b.__setitem__(slice(16, 18), b"\xa1\x1f"), b.__delitem__(slice(-4, None))),
@@ -221,7 +221,7 @@ def test_well_sealed_but_invalid_header_is_refused(edit: Callable[[bytearray], N
 
 
 def test_file_without_points_is_refused() -> None:
-    body = bytearray(encode_file(SMALL)[:18])  # magic through flags, then a point count of 0
+    body = bytearray(encode_file(SMALL)[:20])  # magic through flags, then a point count of 0
     assert body[-1] == 0  # flags
     with pytest.raises(DfcFormatError, match="no truncation points"):
         decode_file(bytes(body) + bytes([0]) + binascii.crc_hqx(body + b"\0", 0xFFFF).to_bytes(2, "little"))
@@ -299,12 +299,12 @@ def test_describe_is_json_and_sizes_match_real_files() -> None:
 
 
 def test_overhead_of_a_cifar_size_file() -> None:
-    """8 points, 1700-byte payload, 32x32 RGB: 58 bytes of framing (docs/format.md, "Size")."""
+    """8 points, 1700-byte payload, 32x32 RGB: 60 bytes of framing (docs/format.md, "Size")."""
     ends = [2, 40, 90, 150, 210, 250, 290, 425]
     f = DfcFile(StreamHeader(bytes(8), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2),
                 tuple(TruncationPoint(t, e, 0xABCD) for t, e in zip([100, 50, 25, 12, 6, 3, 1, 0], ends)),
                 np.zeros(425, np.uint32), image_crc32=0x12345678)
-    assert len(encode_file(f)) - 1700 == 58
+    assert len(encode_file(f)) - 1700 == 60
 
 
 # ---- fuzzing: about 200 examples in all, a second or two -----------------------------------------
