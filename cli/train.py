@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import click
@@ -87,13 +88,27 @@ def train(data, out, max_steps, minutes, batch_size, lr, objective, schedule, ch
                                    "time": time.strftime("%H:%M:%S")}), err=True)
 
     start, seen0 = time.monotonic(), trainer.images_seen
+    # A live bar when a person watches a bounded run; plain log lines otherwise (nohup, CI, torchrun).
+    bar = None
+    if trainer.rank == 0 and max_steps is not None and sys.stderr.isatty():
+        bar = click.progressbar(length=max(max_steps - trainer.step, 0), label="training", file=sys.stderr,
+                                item_show_func=lambda s: s)
+
     def on_step(step: int, stats: dict) -> None:
-        if trainer.rank == 0 and step % 20 == 0:
-            rate = (trainer.images_seen - seen0) / max(time.monotonic() - start, 1e-9)
+        if trainer.rank != 0:
+            return
+        rate = (trainer.images_seen - seen0) / max(time.monotonic() - start, 1e-9)
+        if bar is not None:
+            bar.update(1, f"loss {stats['loss']:.4f} {rate:.0f} img/s")
+        elif step % 20 == 0:
             parts = " ".join(f"{k}={v:.4f}" for k, v in stats.items())
             click.echo(f"step {step} {parts} {rate:.1f} img/s", err=True)
 
-    trainer.run(max_steps=max_steps, max_minutes=minutes, on_step=on_step, on_checkpoint=on_checkpoint)
+    if bar is not None:
+        with bar:
+            trainer.run(max_steps=max_steps, max_minutes=minutes, on_step=on_step, on_checkpoint=on_checkpoint)
+    else:
+        trainer.run(max_steps=max_steps, max_minutes=minutes, on_step=on_step, on_checkpoint=on_checkpoint)
     if trainer.rank == 0:
         if export:
             save_checkpoint(export, export_weights(trainer.checkpoint()))

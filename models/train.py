@@ -184,9 +184,11 @@ class Trainer:
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         self.opt.step()
+        # EMA with warm-up, so that early checkpoints are not dominated by the initial weights.
+        decay = min(cfg.ema_decay, (1.0 + self.step) / (10.0 + self.step))
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.net.parameters()):
-                e.lerp_(p, 1.0 - cfg.ema_decay)
+                e.lerp_(p, 1.0 - decay)
         if self.sampler is not None:
             self.sampler.update(t_np, terms["vb"].detach().numpy())
         self.step += 1

@@ -1,0 +1,118 @@
+"""Measure the codec on CIFAR-10 test PNGs: file size against the model's negative ELBO, prefix rates, speed.
+
+    python bench/codec_cifar.py --data ../shared/data/cifar10-test-png --limit 20 --steps 100 \
+        --out bench/results/codec_cifar.json
+
+For each image: encode, decode fully (checking the exact round trip), and time both.
+The model's negative ELBO at the same steps is measured separately on the same images
+(``dataset_bpd``, an independent Monte Carlo estimate), and so is the time of the network
+evaluations alone (one pass of the model over the same chain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from diffcodec.codec import CodecConfig, _Chain, decode, encode, torch_threads
+from diffcodec.evaluate import dataset_bpd
+from diffcodec.images import load_folder_tiles
+from diffcodec.models.checkpoint import load_model
+from diffcodec.tiling import TileLayout
+
+
+def network_seconds(model, pixels: np.ndarray, steps: int, threads: int) -> float:
+    """Time of the S+1 network evaluations one 32×32 image needs, alone."""
+    chain = _Chain(model, TileLayout(32, 32, "RGB"), steps, chunk_bits=10)
+    x = np.random.default_rng(0).standard_normal(3 * 32 * 32)
+    with torch_threads(threads):
+        start = time.perf_counter()
+        for index in range(chain.num_steps - 1, -1, -1):
+            chain.predict(x, index)
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="../shared/data/cifar10-test-png")
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--chunk-bits", type=int, default=CodecConfig.chunk_bits)
+    ap.add_argument("--extra-candidate-bits", type=int, default=CodecConfig.extra_candidate_bits)
+    ap.add_argument("--max-candidate-bits", type=int, default=CodecConfig.max_candidate_bits)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--elbo-images", type=int, default=None, help="images for the ELBO estimate (default: --limit)")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    model = load_model(args.model)
+    images = load_folder_tiles(args.data, limit=args.limit)
+    config = CodecConfig(steps=args.steps, chunk_bits=args.chunk_bits, extra_candidate_bits=args.extra_candidate_bits,
+                         max_candidate_bits=args.max_candidate_bits, threads=args.threads)
+    dims = images[0].size
+    rows = []
+    for i, px in enumerate(images):
+        t0 = time.perf_counter()
+        res = encode(px, "RGB", model, config)
+        t1 = time.perf_counter()
+        dec = decode(res.data, model)
+        t2 = time.perf_counter()
+        rows.append({
+            "bytes": len(res.data),
+            "bpd": 8 * len(res.data) / dims,
+            "trajectory_kl_bpd": res.steps[-1].kl_bits / dims,
+            "exact": bool(np.array_equal(dec.pixels, px)),
+            "encode_s": t1 - t0,
+            "decode_s": t2 - t1,
+            "prefix_bits": [s.bits for s in res.steps],
+            "prefix_kl_bits": [s.kl_bits for s in res.steps],
+            "rmse": [s.rmse for s in res.steps],
+            "t": [s.t for s in res.steps],
+        })
+        print(f"[{i + 1}/{len(images)}] {rows[-1]['bpd']:.3f} bpd (trajectory KL {rows[-1]['trajectory_kl_bpd']:.3f}), "
+              f"exact={rows[-1]['exact']}, encode {t1 - t0:.2f}s, decode {t2 - t1:.2f}s", flush=True)
+
+    with torch_threads(args.threads):
+        elbo = dataset_bpd(model, images[: args.elbo_images or args.limit], steps=args.steps, batch_size=1)
+    net_s = network_seconds(model, images[0], args.steps, args.threads)
+    bits = np.array([r["prefix_bits"] for r in rows], dtype=float)
+    kl = np.array([r["prefix_kl_bits"] for r in rows], dtype=float)
+    ratio = bits.sum(0) / np.maximum(kl.sum(0), 1e-9)
+    summary = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads available, {args.threads} used",
+        "command": "python bench/codec_cifar.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+        "model": model.meta,
+        "images": len(rows),
+        "steps": args.steps,
+        "file_bpd": float(np.mean([r["bpd"] for r in rows])),
+        "trajectory_kl_bpd": float(np.mean([r["trajectory_kl_bpd"] for r in rows])),
+        "negative_elbo_bpd": elbo["bpd"],
+        "elbo_breakdown": {k: elbo[k] for k in ("prior", "steps", "decoder")},
+        "file_over_elbo": float(np.mean([r["bpd"] for r in rows]) / elbo["bpd"]),
+        "file_over_trajectory_kl": float(np.sum(bits[:, -1]) / np.sum(kl[:, -1])),
+        "prefix_rate_over_kl_max": float(ratio[1:].max()),
+        "prefix_rate_over_kl_at_t": {int(t): float(r) for t, r in zip(rows[0]["t"], ratio)},
+        "all_exact": all(r["exact"] for r in rows),
+        "encode_s_per_image": float(np.mean([r["encode_s"] for r in rows])),
+        "decode_s_per_image": float(np.mean([r["decode_s"] for r in rows])),
+        "network_s_per_image": net_s,
+        "rmse_at_t": {int(t): float(np.sqrt(np.mean(np.array([r["rmse"] for r in rows])[:, j] ** 2)))
+                      for j, t in enumerate(rows[0]["t"])},
+        "rate_bpd_at_t": {int(t): float(b / dims) for t, b in zip(rows[0]["t"], bits.mean(0))},
+    }
+    print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=1))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"summary": summary, "per_image": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

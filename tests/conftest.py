@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny random models (fast round trips), paths to the shared data (skip when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffcodec.diffusion import ScheduleConfig, VarianceKind
+from diffcodec.models.checkpoint import CHECKPOINT_FORMAT, DiffusionModel, save_checkpoint
+from diffcodec.models.unet import UNet, UNetConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2), attention_resolutions=(16,), fourier_features=(7,), dropout=0.0)
+
+
+def make_tiny_model(seed: int = 0, learn_sigma: bool = True, num_steps: int = 1000) -> DiffusionModel:
+    """A random 32×32 U-Net with non-zero output layer (a zero-initialised one would predict ε = 0)."""
+    torch.manual_seed(seed)
+    config = UNetConfig(**{**TINY_UNET.to_dict(), "learn_sigma": learn_sigma})
+    net = UNet(config)
+    with torch.no_grad():
+        for p in net.out_conv.parameters():
+            p.normal_(0.0, 0.05)
+    variance = VarianceKind.LEARNED_RANGE if learn_sigma else VarianceKind.FIXED_SMALL
+    return DiffusionModel(net, ScheduleConfig(num_steps=num_steps), variance)
+
+
+def tiny_checkpoint_dict(model: DiffusionModel) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "unet": model.config.to_dict(),
+        "schedule": model.schedule.to_dict(),
+        "variance": model.variance.value,
+        "ema": model.net.state_dict(),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> DiffusionModel:
+    return make_tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, tiny_model) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny.pt"
+    save_checkpoint(path, tiny_checkpoint_dict(tiny_model))
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
