@@ -219,6 +219,8 @@ class Trainer:
                 if on_checkpoint is not None and self.rank == 0:
                     on_checkpoint(self)
         self.save()
+        if dist.is_initialized():
+            dist.barrier()  # no rank leaves before rank 0 has written the final checkpoint
 
 
 def init_distributed() -> bool:
