@@ -21,3 +21,15 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print one JS
 steps_option = click.option(
     "--steps", type=click.IntRange(1, 4000), default=None, show_default="the codec default", help="Number of coded diffusion steps."
 )
+limit_option = click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N images (sorted by name).")
+
+
+def codec_options(f):
+    """Encoder settings shared by ``encode`` and ``rd-curve`` (the advanced ones only shape the search)."""
+    f = click.option("--max-candidate-bits", type=click.IntRange(1, 20), default=None, hidden=True,
+                     help="Cap on log2 of the channel-simulation candidates per chunk (testing).")(f)
+    f = click.option("--chunk-bits", type=click.IntRange(1, 16), default=None, show_default="the codec default",
+                     help="Advanced: KL bits per channel-simulation chunk (written to the stream).")(f)
+    f = click.option("--threads", type=click.IntRange(1, 255), default=None, show_default="the codec default",
+                     help="Advanced: torch threads; decoders must use the same count, so it is written to the stream.")(f)
+    return f

@@ -85,6 +85,14 @@ def decode_chunk(key: np.ndarray, k: int, d: int) -> np.ndarray:
     return normals(key, k, d)
 
 
+def fft_size(num_candidates: int, d: int) -> int:
+    """FFT length for at least ~90% of ``num_candidates`` windows of ``d`` dimensions (a power of two)."""
+    n = 1 << math.ceil(math.log2(num_candidates + d - 1))
+    if n // 2 - d + 1 >= 0.9 * num_candidates:
+        n //= 2  # slightly fewer candidates for half the work
+    return n
+
+
 def encode_chunks(
     keys: list[np.ndarray],
     coefficients: list[tuple[np.ndarray, np.ndarray, float]],
@@ -92,39 +100,35 @@ def encode_chunks(
     rng: np.random.Generator,
     max_batch_values: int = 1 << 22,
 ) -> list[int]:
-    """PFR indices for many chunks at once: chunks with the same K share one batched FFT.
+    """PFR indices for many chunks at once; chunks with the same FFT length share one batched FFT.
 
-    ``coefficients[j]`` is (a, b, Σc) from :func:`log_weight_coefficients`.  Arrival times are
-    drawn chunk by chunk in input order, so the result does not depend on the batching.
+    ``coefficients[j]`` is (a, b, Σc) from :func:`log_weight_coefficients`.  Chunk j searches the
+    ``fft_size(K_j, d_j) − d_j + 1`` windows that fit in its FFT (about K_j; all are valid candidates).
+    Arrival times are drawn chunk by chunk in input order, so the result does not depend on batching.
     """
+    dims = [max(1, len(c[1])) for c in coefficients]  # an empty chunk searches windows of nothing
+    sizes = [fft_size(k, d) for k, d in zip(num_candidates, dims)]
+    arrivals = [np.log(np.cumsum(rng.standard_exponential(n - d + 1))) for n, d in zip(sizes, dims)]
     out = [0] * len(keys)
-    arrivals = [np.log(np.cumsum(rng.standard_exponential(k))) for k in num_candidates]
-    by_k: dict[int, list[int]] = {}
-    for j, k in enumerate(num_candidates):
-        by_k.setdefault(k, []).append(j)
-    for count, members in by_k.items():
-        d_max = max(1, max(len(coefficients[j][1]) for j in members))  # an empty chunk is a window of zeros
-        n_fft = 1 << math.ceil(math.log2(count + d_max - 1))
+    by_size: dict[int, list[int]] = {}
+    for j, n in enumerate(sizes):
+        by_size.setdefault(n, []).append(j)
+    for n_fft, members in by_size.items():
         per_batch = max(1, max_batch_values // n_fft)
         for start in range(0, len(members), per_batch):
             group = members[start : start + per_batch]
-            seq = np.stack([normals(keys[j], 0, count + d_max - 1) for j in group])
-            b = np.zeros((len(group), d_max))
-            a = np.zeros((len(group), d_max))
+            seq = np.stack([normals(keys[j], 0, n_fft) for j in group])
+            a = np.zeros((len(group), n_fft))
+            b = np.zeros((len(group), n_fft))
             for row, j in enumerate(group):
                 aj, bj, _ = coefficients[j]
-                b[row, : len(bj)] = bj
                 a[row, : len(aj)] = aj
-            logw = _correlate_batch(np.fft.rfft(seq, n_fft, axis=1), b, n_fft, count)
+                b[row, : len(bj)] = bj
+            # corr[k] = Σ_i coeff[i] · seq[k + i]; no wrap-around for k ≤ n_fft − d.
+            logw = np.fft.irfft(np.fft.rfft(seq, axis=1) * np.conj(np.fft.rfft(b, axis=1)), n_fft, axis=1)
             if np.any(a != 0.0):
-                logw += _correlate_batch(np.fft.rfft(seq * seq, n_fft, axis=1), a, n_fft, count)
+                logw += np.fft.irfft(np.fft.rfft(seq * seq, axis=1) * np.conj(np.fft.rfft(a, axis=1)), n_fft, axis=1)
             for row, j in enumerate(group):
-                out[j] = int(np.argmin(arrivals[j] - (logw[row] + coefficients[j][2])))
+                count = n_fft - dims[j] + 1
+                out[j] = int(np.argmin(arrivals[j] - (logw[row, :count] + coefficients[j][2])))
     return out
-
-
-def _correlate_batch(sequence_fft: np.ndarray, coeffs: np.ndarray, n_fft: int, count: int) -> np.ndarray:
-    d = coeffs.shape[1]
-    kernel = np.fft.rfft(coeffs[:, ::-1], n_fft, axis=1)
-    full = np.fft.irfft(sequence_fft * kernel, n_fft, axis=1)
-    return full[:, d - 1 : d - 1 + count]

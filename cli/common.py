@@ -1,0 +1,172 @@
+"""Helpers the verbs share: loading the model and .dfc files, checking outputs early, JSON, progress.
+
+Errors are raised as :class:`DiffcodecError` (the group in :mod:`.main` turns them into one
+line, or a traceback with ``--debug``); nothing here calls ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from diffcodec.errors import DiffcodecError
+
+
+def load_model(path: str | None):
+    """The model at ``path`` (the shipped default when None); CheckpointError says what is wrong."""
+    from diffcodec.models.checkpoint import load_model as _load
+
+    return _load(path)
+
+
+def codec_config(**settings):
+    """A CodecConfig from the options given (None: the codec's default)."""
+    from diffcodec.codec import CodecConfig
+
+    return CodecConfig(**{k: v for k, v in settings.items() if v is not None})
+
+
+def check_steps(steps: int | None, model) -> None:
+    """``--steps`` must fit the model's chain."""
+    T = model.diffusion.num_steps
+    if steps is not None and not 1 <= steps <= T:
+        raise click.BadParameter(f"{steps} is more than the model's {T} diffusion steps", param_hint="'--steps'")
+
+
+def check_stop_at_t(t: int | None, schedule_steps: int) -> None:
+    if t is not None and not 0 <= t <= schedule_steps:
+        raise click.BadParameter(f"{t} is not in 0..{schedule_steps} (the model's T)", param_hint="'--stop-at-t'")
+
+
+def check_output(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail now, before minutes of work, if ``path`` cannot be written (by creating a scratch file beside it)."""
+    p = Path(path)
+    if p.is_dir():
+        raise DiffcodecError(f"cannot write {what} {p}: it is a folder")
+    folder = p.parent
+    if not folder.is_dir():
+        raise DiffcodecError(f"cannot write {what} {p}: folder {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{p.name}.", suffix=".probe"):
+            pass
+    except OSError as exc:
+        raise DiffcodecError(f"cannot write {what} {p}: {exc.strerror or exc}") from None
+    if p.exists() and not os.access(p, os.W_OK):
+        raise DiffcodecError(f"cannot write {what} {p}: permission denied")
+    return p
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write through a temporary file and a rename, so a failed write never leaves half a file."""
+    p = Path(path)
+    tmp = None
+    try:
+        with tempfile.NamedTemporaryFile(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp", delete=False) as f:
+            tmp = f.name
+            f.write(data)
+        os.chmod(tmp, _new_file_mode(p))  # a temporary file is private (0600); the result should not be
+        os.replace(tmp, p)
+    except OSError as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise DiffcodecError(f"cannot write {p}: {exc.strerror or exc}") from None
+
+
+def _new_file_mode(p: Path) -> int:
+    """The mode an ordinary ``open(p, "w")`` would give: the existing file's, else 0666 minus the umask."""
+    try:
+        return p.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise DiffcodecError(f"no such {what}: {p}") from None
+    except IsADirectoryError:
+        raise DiffcodecError(f"{p} is a folder, expected a {what}") from None
+    except OSError as exc:
+        raise DiffcodecError(f"cannot read {p}: {exc.strerror or exc}") from None
+
+
+def read_dfc(path: str | os.PathLike):
+    """Parse a .dfc file (or what is left of a cut one); a foreign or corrupt file is one line naming it."""
+    from diffcodec.container import DfcFormatError, decode_file
+
+    data = read_bytes(path, ".dfc file")
+    try:
+        return decode_file(data)
+    except DfcFormatError as exc:
+        raise DfcFormatError(f"{path}: {exc}") from exc
+
+
+def load_image(path: str | os.PathLike):
+    """Read an image; its warnings (16-bit, mode conversions) go to stderr."""
+    from diffcodec.images import load_image as _load
+
+    img = _load(path)
+    for w in img.warnings:
+        warn(f"{path}: {w}")
+    return img
+
+
+def warn(message: str) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+def note(message: str) -> None:
+    click.echo(f"note: {message}", err=True)
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or infinity: they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def echo_json(obj: Any) -> None:
+    """One line of strict JSON on stdout (NaN and infinities as null)."""
+    click.echo(json.dumps(_finite(obj), allow_nan=False))
+
+
+@contextlib.contextmanager
+def progress(length: int, label: str) -> Iterator[Any]:
+    """A progress bar on stderr, shown only when stderr is a terminal; yields its ``update``."""
+    stream = sys.stderr
+    hidden = not (hasattr(stream, "isatty") and stream.isatty())
+    with click.progressbar(length=max(length, 1), label=label, file=stream, hidden=hidden) as bar:
+        yield bar.update
+
+
+def sample_rows(n: int, keep: int = 12) -> list[int]:
+    """Indices of at most ``keep`` evenly spread rows of ``n``, always the first and the last."""
+    if n <= keep:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (keep - 1)) for i in range(keep)})
+
+
+def fmt_psnr(psnr: float | None) -> str:
+    return "inf" if psnr is None else f"{psnr:.2f}"
+
+
+def psnr(rmse: float) -> float | None:
+    return 20.0 * math.log10(255.0 / rmse) if rmse > 0 else None

@@ -1,0 +1,50 @@
+"""``diffcodec info``: what a .dfc file holds, read from its header alone (no model needed)."""
+
+from __future__ import annotations
+
+import click
+
+from . import common
+from .options import debug_option, json_option
+
+CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
+
+
+@click.command("info")
+@click.argument("input", type=click.Path(dir_okay=False))
+@json_option
+@debug_option
+def command(input, as_json):
+    """Describe the .dfc file INPUT: image, model, coding parameters and truncation points.
+
+    Each truncation point is listed with the size of the file `diffcodec truncate` makes
+    for it, and that size in bits/dim.
+
+    \b
+    Examples:
+      diffcodec info photo.dfc
+      diffcodec info photo.dfc --json | python -m json.tool
+    """
+    from diffcodec.container import VERSION, describe
+
+    dfc = common.read_dfc(input)
+    d = describe(dfc)
+    if as_json:
+        common.echo_json(d)
+        return
+    dims = d["width"] * d["height"] * CHANNELS[d["mode"]]
+    if d["complete"]:
+        state = "complete: the whole file decodes to the exact image"
+    elif d["cut"]:
+        state = f"cut short: {d['points_lost']} truncation point(s) lost, decodes to t={d['points'][-1]['t']}"
+    else:
+        state = f"truncated: decodes to t={d['points'][-1]['t']}"
+    click.echo(f"{input}: .dfc version {VERSION}, {d['total_bytes']} bytes, {8 * d['total_bytes'] / dims:.4f} bits/dim")
+    click.echo(f"  image     {d['width']}×{d['height']} {d['mode']}")
+    click.echo(f"  model     {d['model_id']} (T={d['schedule_steps']})")
+    click.echo(f"  coding    {d['num_steps']} steps, chunk_bits {d['chunk_bits']}, {d['threads']} thread(s)")
+    click.echo(f"  state     {state}")
+    click.echo(f"  points    {len(d['points'])}")
+    click.echo(f"  {'t':>8} {'bytes':>10} {'bits/dim':>9}")
+    for p in d["points"]:
+        click.echo(f"  {p['t']:>8} {p['bytes']:>10} {8 * p['bytes'] / dims:>9.4f}")

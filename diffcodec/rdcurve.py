@@ -1,0 +1,260 @@
+"""Rate-distortion curves of the progressive codec over a set of images (``diffcodec rd-curve``).
+
+Every image is encoded once; each coded step of the chain is a truncation point, so one
+encoding gives a whole curve (Ho et al. 2020, Figure 5 and Table 4).  The chain, and so
+its list of timesteps, is the same for every image of any size, so the points of
+different images line up by step and pool into one curve for the set:
+
+* rate: real stream bits summed over the images, divided by the set's subpixels
+  (a subpixel is one channel of one pixel), in bits/dim;
+* distortion: RMSE on the 0–255 scale pooled over every subpixel of the set,
+  √(Σ_i rmse_i² · n_i / Σ_i n_i), not a mean of per-image RMSEs; PSNR from that pooled MSE;
+* ``kl_bpd``: the ideal cost of the same prefix (Σ KL, and −log₂ p for the exact stage).
+
+Example, pooling two images by hand:
+
+>>> from diffcodec.codec import StepReport
+>>> acc = RDAccumulator()
+>>> acc.add([StepReport(t=1000, bits=100, kl_bits=90.0, rmse=40.0),
+...          StepReport(t=0, bits=1000, kl_bits=950.0, rmse=0.0)], num_dims=100)
+>>> acc.add([StepReport(t=1000, bits=300, kl_bits=280.0, rmse=20.0),
+...          StepReport(t=0, bits=3000, kl_bits=2900.0, rmse=0.0)], num_dims=300)
+>>> curve = acc.curve()
+>>> [(p.t, p.rate_bpd, round(p.rmse, 3)) for p in curve.points]
+[(1000, 1.0, 26.458), (0, 10.0, 0.0)]
+>>> curve.points[-1].psnr is None  # exact: infinite PSNR
+True
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from .errors import DiffcodecError
+
+CSV_COLUMNS = ("t", "rate_bpd", "rmse", "psnr", "kl_bpd")
+BASELINE_CSV_COLUMNS = ("codec", "family", "lossless", "rate_bpd", "rmse", "psnr", "total_bytes", "n_images", "n_subpixels")
+
+
+def psnr_from_rmse(rmse: float) -> float | None:
+    """PSNR in dB on the 0–255 scale; None for an exact reconstruction (infinite PSNR)."""
+    return 20.0 * math.log10(255.0 / rmse) if rmse > 0 else None
+
+
+@dataclass(frozen=True)
+class RDPoint:
+    """The set's rate and distortion when every stream is cut right after the step reaching ``t``."""
+
+    t: int  # paper timestep of the state (0: the exact image)
+    rate_bpd: float  # real bits / subpixels
+    rmse: float  # pooled RMSE, 0–255 scale, of the mean reconstruction x̂_0
+    psnr: float | None  # dB; None when rmse == 0
+    kl_bpd: float  # ideal (KL) bits / subpixels
+
+
+@dataclass
+class RDCurve:
+    """A rate-distortion curve over a set of images, coarsest state (largest t) first."""
+
+    points: list[RDPoint]
+    n_images: int
+    n_subpixels: int
+    schedule_steps: int | None = None  # T of the model's chain: the plot's x axis is T − t
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "images": self.n_images,
+            "subpixels": self.n_subpixels,
+            "num_steps": len(self.points) - 1,
+            "schedule_steps": self.schedule_steps,
+            "points": [asdict(p) for p in self.points],
+        }
+
+
+@dataclass
+class RDAccumulator:
+    """Pools per-step reports of several encodings into one :class:`RDCurve`, one image at a time."""
+
+    schedule_steps: int | None = None
+    _ts: list[int] | None = None
+    _bits: np.ndarray | None = None
+    _kl_bits: np.ndarray | None = None
+    _squared_error: np.ndarray | None = None
+    n_images: int = 0
+    n_subpixels: int = 0
+
+    def add(self, steps: Sequence[Any], num_dims: int) -> None:
+        """Add one image's :class:`~diffcodec.codec.StepReport` list (``num_dims`` subpixels)."""
+        if num_dims <= 0:
+            raise DiffcodecError("an image with no subpixels cannot be added to a curve")
+        ts = [int(s.t) for s in steps]
+        if not ts:
+            raise DiffcodecError("an encoding with no steps cannot be added to a curve")
+        if self._ts is None:
+            self._ts = ts
+            self._bits = np.zeros(len(ts))
+            self._kl_bits = np.zeros(len(ts))
+            self._squared_error = np.zeros(len(ts))
+        elif ts != self._ts:
+            raise DiffcodecError(
+                f"steps do not line up: this image was coded at t={ts[:4]}…, earlier ones at t={self._ts[:4]}… "
+                "(encode every image with the same model and --steps)"
+            )
+        self._bits += np.array([s.bits for s in steps], dtype=np.float64)
+        self._kl_bits += np.array([s.kl_bits for s in steps], dtype=np.float64)
+        rmse = np.array([s.rmse for s in steps], dtype=np.float64)
+        if not np.all(np.isfinite(rmse)):
+            raise DiffcodecError("a step report has no RMSE")
+        self._squared_error += rmse**2 * num_dims
+        self.n_images += 1
+        self.n_subpixels += int(num_dims)
+
+    def curve(self) -> RDCurve:
+        if self._ts is None:
+            raise DiffcodecError("no images were added to the curve")
+        n = self.n_subpixels
+        points = []
+        for t, bits, kl, se in zip(self._ts, self._bits, self._kl_bits, self._squared_error):
+            rmse = math.sqrt(se / n)
+            points.append(RDPoint(t=t, rate_bpd=float(bits / n), rmse=rmse, psnr=psnr_from_rmse(rmse), kl_bpd=float(kl / n)))
+        return RDCurve(points=points, n_images=self.n_images, n_subpixels=n, schedule_steps=self.schedule_steps)
+
+
+def aggregate(encodings: Iterable[Any], schedule_steps: int | None = None) -> RDCurve:
+    """One curve from :class:`~diffcodec.codec.EncodeResult` objects (their ``steps`` and ``num_dims``)."""
+    acc = RDAccumulator(schedule_steps=schedule_steps)
+    for result in encodings:
+        acc.add(result.steps, result.num_dims)
+    return acc.curve()
+
+
+# ---- baselines ---------------------------------------------------------------------------------
+
+
+def baseline_points(
+    images: Sequence[np.ndarray],
+    on_skip: Callable[[str], None] | None = None,
+    lossless: bool = True,
+) -> list[dict[str, Any]]:
+    """Measure every available classical codec on ``images`` (the set as a whole).
+
+    Each lossy family (:func:`diffcodec.baselines.lossy_sweep`) gives one point per setting;
+    with ``lossless`` each available lossless codec adds one point at rmse 0.  A codec that
+    cannot code every image (JPEG has no alpha channel) is skipped and ``on_skip`` is told why.
+    Returns :func:`diffcodec.baselines.measure` dicts, lowest rate first within each family.
+    """
+    from .baselines import available_codecs, lossy_sweep, measure
+
+    rows: list[dict[str, Any]] = []
+    groups = [(c.family, lossy_sweep(c.family)) for c in available_codecs(lossless=False)]
+    if lossless:
+        groups += [(c.name, [c]) for c in available_codecs(lossless=True)]
+    for name, settings in groups:
+        try:
+            measured = [measure(codec, images) for codec in settings]
+        except DiffcodecError as exc:
+            if on_skip is not None:
+                on_skip(f"{name} skipped: {exc}")
+            continue
+        rows.extend(sorted(measured, key=lambda r: r["rate_bpd"]) if len(measured) > 1 else measured)
+    return rows
+
+
+# ---- files -------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return "inf"  # PSNR of an exact reconstruction
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
+
+
+def write_csv(curve: RDCurve, path: str | Path) -> None:
+    """One row per coded step: t, rate_bpd, rmse, psnr (``inf`` when exact), kl_bpd."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for p in curve.points:
+            writer.writerow([_cell(getattr(p, c)) for c in CSV_COLUMNS])
+
+
+def write_baselines_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """One row per baseline setting (:func:`baseline_points`)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(BASELINE_CSV_COLUMNS)
+        for r in rows:
+            writer.writerow([_cell(r[c]) for c in BASELINE_CSV_COLUMNS])
+
+
+def baselines_csv_path(csv_path: str | Path) -> Path:
+    """Where the baselines go beside a curve CSV: ``<stem>-baselines.csv``."""
+    p = Path(csv_path)
+    return p.with_name(f"{p.stem}-baselines.csv")
+
+
+# ---- plot --------------------------------------------------------------------------------------
+
+
+def require_matplotlib() -> None:
+    """Raise DiffcodecError with an install hint when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise DiffcodecError("plotting needs matplotlib: pip install matplotlib (or leave out -o to write only the CSV)") from None
+
+
+def plot(curve: RDCurve, path: str | Path, baselines: Sequence[dict[str, Any]] = (), title: str | None = None) -> None:
+    """Three panels as in Ho et al. 2020 Figure 5: distortion vs steps, rate vs steps, distortion vs rate.
+
+    The x axis of the first two is reverse-process steps T − t (T from the curve, else the
+    largest t).  Baselines appear on the third panel: one line per lossy family, a marker at
+    rmse 0 for each lossless codec.  The format follows the file suffix.
+    """
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    T = curve.schedule_steps if curve.schedule_steps is not None else max(p.t for p in curve.points)
+    steps = [T - p.t for p in curve.points]
+    rate = [p.rate_bpd for p in curve.points]
+    rmse = [p.rmse for p in curve.points]
+
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax_d, ax_r, ax_rd = fig.subplots(1, 3)
+    marker = "." if len(curve.points) <= 40 else None
+    ax_d.plot(steps, rmse, color="C0", marker=marker)
+    ax_d.set_xlabel("reverse process steps (T − t)")
+    ax_d.set_ylabel("distortion (RMSE, 0–255)")
+    ax_r.plot(steps, rate, color="C0", marker=marker)
+    ax_r.set_xlabel("reverse process steps (T − t)")
+    ax_r.set_ylabel("rate (bits/dim)")
+    ax_rd.plot(rate, rmse, color="C0", marker=marker, label="diffcodec")
+    ax_rd.set_xlabel("rate (bits/dim)")
+    ax_rd.set_ylabel("distortion (RMSE, 0–255)")
+
+    families: dict[str, list[dict[str, Any]]] = {}
+    for row in baselines:
+        families.setdefault(row["family"] if not row["lossless"] else row["codec"], []).append(row)
+    for k, (name, rows) in enumerate(families.items(), start=1):
+        rows = sorted(rows, key=lambda r: r["rate_bpd"])
+        style = dict(marker="x", linestyle="none") if rows[0]["lossless"] else dict(marker=".", linestyle="-")
+        ax_rd.plot([r["rate_bpd"] for r in rows], [r["rmse"] for r in rows], color=f"C{k % 10}", label=name, **style)
+    if families:
+        ax_rd.legend(fontsize="small")
+    for ax in (ax_d, ax_r, ax_rd):
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title or f"{curve.n_images} image{'s' if curve.n_images != 1 else ''}, {len(curve.points) - 1} coded steps")
+    try:
+        fig.savefig(path, dpi=120)
+    except (OSError, ValueError) as exc:
+        raise DiffcodecError(f"cannot write plot {path}: {exc}") from None

@@ -1,0 +1,346 @@
+"""The ``diffcodec`` verbs through click's CliRunner, with the tiny random model (seconds in all).
+
+Random models put a huge KL in every step, so encodings use tiny images, ``--steps 3`` and
+the hidden ``--max-candidate-bits 8`` to keep the channel simulation cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from diffcodec.cli.main import main
+from diffcodec.container import decode_file
+from diffcodec.models import checkpoint
+
+FAST = ["--steps", "3", "--max-candidate-bits", "8"]
+VERBS = ["encode", "decode", "truncate", "info", "nll", "rd-curve"]
+
+
+def run(*args, expect: int | None = 0):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    if expect is not None:
+        assert result.exit_code == expect, (result.output, result.exception)
+    return result
+
+
+def last_json(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_one_line_error(result, *words: str) -> None:
+    """Non-zero exit, no traceback, and the error is one line naming what went wrong."""
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    for w in words:
+        assert w in errors[0], errors[0]
+
+
+def random_image(path: Path, h: int, w: int, mode: str, seed: int = 0) -> np.ndarray:
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(h, w, channels), dtype=np.uint8)
+    Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode).save(path)
+    return pixels
+
+
+def read_pixels(path: Path) -> np.ndarray:
+    arr = np.asarray(Image.open(path))
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_path) -> str:
+    return str(tiny_model_path)
+
+
+@pytest.fixture(scope="module")
+def encoded(work, model) -> dict:
+    """One 20×13 RGB image encoded with every step a truncation point."""
+    image = work / "rgb.png"
+    pixels = random_image(image, 13, 20, "RGB")
+    out = work / "rgb.dfc"
+    result = run("encode", image, "-o", out, "--model", model, "--json", *FAST)
+    return {"image": image, "pixels": pixels, "dfc": out, "json": last_json(result), "stdout": result.stdout}
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_round_trip_is_exact(work, model, mode):
+    image, dfc, png = work / f"rt-{mode}.png", work / f"rt-{mode}.dfc", work / f"rt-{mode}-out.png"
+    pixels = random_image(image, 13, 20, mode, seed=3)
+    enc = run("encode", image, "-o", dfc, "--model", model, *FAST)
+    assert "lossless" in enc.stdout and "bits/dim" in enc.stdout
+    dec = run("decode", dfc, "-o", png, "--model", model)
+    assert "exact image" in dec.stdout
+    assert np.array_equal(read_pixels(png), pixels)
+
+
+def test_encode_json_last_line(encoded):
+    out = encoded["json"]
+    assert {"bits_total", "bpd", "steps"} <= out.keys()
+    assert out["bits_total"] == 8 * encoded["dfc"].stat().st_size
+    assert out["bpd"] == pytest.approx(out["bits_total"] / (13 * 20 * 3))
+    assert len(out["steps"]) == 4  # 3 coded steps and the exact stage
+    for step in out["steps"]:
+        assert {"t", "bits", "bpd", "rmse"} <= step.keys()
+    ts = [s["t"] for s in out["steps"]]
+    assert ts == sorted(ts, reverse=True) and ts[0] == 1000 and ts[-1] == 0
+    assert out["steps"][-1]["rmse"] == 0 and out["steps"][0]["rmse"] > 0
+    bits = [s["bits"] for s in out["steps"]]
+    assert bits == sorted(bits)
+
+
+def test_encode_human_table(encoded, work, model):
+    result = run("encode", encoded["image"], "-o", work / "table.dfc", "--model", model, *FAST)
+    lines = result.stdout.splitlines()
+    assert lines[1].split() == ["t", "bits", "bits/dim", "RMSE", "PSNR"]
+    assert [line.split()[0] for line in lines[2:6]] == ["1000", "501", "1", "0"]
+    assert lines[-1].startswith("wrote")
+
+
+def test_decode_stop_at_t(encoded, work, model):
+    out = work / "lossy.png"
+    result = run("decode", encoded["dfc"], "-o", out, "--stop-at-t", 500, "--model", model, "--json")
+    info = last_json(result)
+    assert info["t"] <= 500 and not info["complete"]
+    assert Image.open(out).size == (20, 13) and Image.open(out).mode == "RGB"
+    for how in ("sample", "flow"):
+        run("decode", encoded["dfc"], "-o", work / f"{how}.png", "--stop-at-t", 600, "--reconstruct", how, "--model", model)
+        assert Image.open(work / f"{how}.png").size == (20, 13)
+
+
+def test_encode_stop_at_t_writes_truncated_file(encoded, work, model):
+    out = work / "early.dfc"
+    result = run("encode", encoded["image"], "-o", out, "--stop-at-t", 500, "--model", model, "--json", *FAST)
+    file = last_json(result)["file"]
+    assert file["t"] == 501 and not file["complete"]  # the nearest point with t ≥ 500
+    assert out.stat().st_size * 8 == file["bits"] < encoded["json"]["bits_total"]
+    dec = run("decode", out, "-o", work / "early.png", "--model", model, "--json")
+    assert last_json(dec)["t"] == 501
+    assert "truncated at t=501" in dec.stderr
+
+
+def test_cut_file_decodes_to_last_whole_point(encoded, work, model):
+    data = encoded["dfc"].read_bytes()
+    full = decode_file(data)
+    head = len(data) - 4 * len(full.words)
+    cuts = [len(data) - 1, len(data) - 4 * (full.points[-1].end_word - full.points[-2].end_word), head + 4 * full.points[1].end_word + 2]
+    for k, cut in enumerate(cuts):
+        expected_t = {1: 1, 2: 501}[decode_file(data[:cut]).points[-1].t]
+        path = work / f"cut{k}.dfc"
+        path.write_bytes(data[:cut])
+        result = run("decode", path, "-o", work / f"cut{k}.png", "--model", model, "--json")
+        assert last_json(result)["t"] == expected_t
+        assert "cut short" in result.stderr and f"t={expected_t}" in result.stderr
+        assert Image.open(work / f"cut{k}.png").size == (20, 13)
+    # Cut inside the header, or before the first point: one clear line.
+    for cut in (2, head - 3):
+        path = work / "cut-header.dfc"
+        path.write_bytes(data[:cut])
+        assert_one_line_error(run("decode", path, "-o", work / "x.png", "--model", model, expect=None), "cut-header.dfc")
+
+
+def test_corrupt_payload_is_one_clear_line(encoded, work, model):
+    data = encoded["dfc"].read_bytes()
+    head = len(data) - 4 * len(decode_file(data).words)
+    for pos in np.linspace(head + 4, len(data) - 1, 6).astype(int):
+        bad = bytearray(data)
+        bad[pos] ^= 0x5A
+        path = work / "corrupt.dfc"
+        path.write_bytes(bytes(bad))
+        result = run("decode", path, "-o", work / "corrupt.png", "--model", model, expect=None)
+        assert_one_line_error(result, "corrupt")
+    assert not (work / "corrupt.png").exists()
+
+
+def test_corrupt_header_is_one_clear_line(encoded, work, model):
+    bad = bytearray(encoded["dfc"].read_bytes())
+    bad[6] ^= 1
+    path = work / "bad-header.dfc"
+    path.write_bytes(bytes(bad))
+    for args in (["info", path], ["truncate", path, "--stop-at-t", 500, "-o", work / "x.dfc"],
+                 ["decode", path, "-o", work / "x.png", "--model", model]):
+        assert_one_line_error(run(*args, expect=None), "header check")
+
+
+def test_wrong_model(encoded, work, tiny_model_path):
+    other = work / "other.pt"
+    ckpt = torch.load(tiny_model_path, weights_only=True)
+    name = next(k for k, v in ckpt["ema"].items() if v.is_floating_point())
+    ckpt["ema"][name] = ckpt["ema"][name] + 0.01
+    checkpoint.save_checkpoint(other, ckpt)
+    result = run("decode", encoded["dfc"], "-o", work / "x.png", "--model", other, expect=None)
+    assert_one_line_error(result, "model", "--model")
+    # Not a checkpoint at all, and a missing one.
+    assert_one_line_error(run("decode", encoded["dfc"], "-o", work / "x.png", "--model", encoded["image"], expect=None),
+                          "not a diffcodec checkpoint")
+    assert_one_line_error(run("encode", encoded["image"], "-o", work / "x.dfc", "--model", work / "nope.pt", expect=None),
+                          "nope.pt")
+
+
+def test_missing_default_model_says_pass_model(encoded, work, monkeypatch):
+    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_PATH", work / "no-default.pt")
+    result = run("decode", encoded["dfc"], "-o", work / "x.png", expect=None)
+    assert_one_line_error(result, "--model")
+
+
+def test_non_dfc_input(encoded, work, model):
+    png = encoded["image"]
+    assert_one_line_error(run("decode", png, "-o", work / "x.png", "--model", model, expect=None), "not a .dfc file")
+    assert_one_line_error(run("info", png, expect=None), "not a .dfc file")
+    assert_one_line_error(run("truncate", png, "--stop-at-t", 10, "-o", work / "x.dfc", expect=None), "not a .dfc file")
+    assert_one_line_error(run("encode", encoded["dfc"], "-o", work / "x.dfc", "--model", model, expect=None),
+                          "cannot read", "as an image")
+
+
+def test_missing_inputs(work, model):
+    missing = work / "missing"
+    assert_one_line_error(run("encode", f"{missing}.png", "-o", work / "x.dfc", "--model", model, expect=None), "missing.png")
+    assert_one_line_error(run("decode", f"{missing}.dfc", "-o", work / "x.png", "--model", model, expect=None), "missing.dfc")
+    assert_one_line_error(run("info", f"{missing}.dfc", expect=None), "missing.dfc")
+    assert_one_line_error(run("truncate", f"{missing}.dfc", "--stop-at-t", 5, "-o", work / "x.dfc", expect=None), "missing.dfc")
+    assert_one_line_error(run("nll", missing, "--model", model, expect=None), "missing")
+    assert_one_line_error(run("rd-curve", missing, "--model", model, expect=None), "missing")
+    (work / "empty").mkdir()
+    assert_one_line_error(run("rd-curve", work / "empty", "--model", model, expect=None), "no images")
+
+
+def test_unwritable_outputs_fail_before_work(encoded, work, model):
+    nowhere = work / "no-such-folder"
+    # A bogus --model shows that the output is checked first.
+    for args in (["encode", encoded["image"], "-o", nowhere / "x.dfc", "--model", "bogus.pt"],
+                 ["decode", encoded["dfc"], "-o", nowhere / "x.png", "--model", "bogus.pt"],
+                 ["truncate", encoded["dfc"], "--stop-at-t", 500, "-o", nowhere / "x.dfc"],
+                 ["rd-curve", work, "--csv", nowhere / "rd.csv", "--model", "bogus.pt"],
+                 ["rd-curve", work, "-o", nowhere / "rd.png", "--model", "bogus.pt"]):
+        assert_one_line_error(run(*args, expect=None), "cannot write", "does not exist")
+    assert_one_line_error(run("encode", encoded["image"], "-o", work, "--model", "bogus.pt", expect=None), "directory")
+    assert_one_line_error(run("decode", encoded["dfc"], "-o", work / "x.unknown", "--model", "bogus.pt", expect=None),
+                          "unknown image format")
+    assert not nowhere.exists()
+
+
+def test_bad_options_are_usage_errors(encoded, work, model):
+    result = run("decode", encoded["dfc"], "-o", work / "x.png", "--reconstruct", "blur", "--model", model, expect=2)
+    assert "Traceback" not in result.output
+    result = run("decode", encoded["dfc"], "-o", work / "x.png", "--stop-at-t", 5000, "--model", model, expect=2)
+    assert "--stop-at-t" in result.stderr
+    result = run("encode", encoded["image"], "-o", work / "x.dfc", "--steps", 2000, "--model", model, expect=2)
+    assert "--steps" in result.stderr
+    assert not (work / "x.dfc").exists()
+
+
+def test_debug_shows_the_traceback(encoded, work):
+    result = CliRunner().invoke(main, ["--debug", "info", str(encoded["image"])])
+    assert result.exit_code != 0
+    assert type(result.exception).__name__ == "DfcFormatError"
+
+
+def test_load_image_warnings_go_to_stderr(work, model):
+    path = work / "deep.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 65535, size=(9, 11), dtype=np.uint16)).save(path)
+    result = run("encode", path, "-o", work / "deep.dfc", "--model", model, "--json", *FAST)
+    assert "16-bit" in result.stderr and "16-bit" not in result.stdout
+    last_json(result)
+
+
+def test_truncate_then_info_shows_fewer_points(encoded, work, monkeypatch):
+    monkeypatch.setattr(checkpoint, "DEFAULT_MODEL_PATH", work / "no-default.pt")  # no model is needed
+    before = last_json(run("info", encoded["dfc"], "--json"))
+    out = work / "short.dfc"
+    result = run("truncate", encoded["dfc"], "--stop-at-t", 500, "-o", out)
+    assert f"{out.stat().st_size} bytes" in result.stdout and f"{encoded['dfc'].stat().st_size} bytes" in result.stdout
+    after = last_json(run("info", out, "--json"))
+    assert len(after["points"]) < len(before["points"])
+    assert after["points"][-1]["t"] == 501 and not after["complete"]
+    assert after["total_bytes"] == out.stat().st_size == before["points"][1]["bytes"]
+    human = run("info", out).stdout
+    assert "truncated" in human and "20×13 RGB" in human
+    again = run("truncate", out, "--stop-at-t", 0, "-o", work / "same.dfc")
+    assert "already stops at t=501" in again.stderr
+    assert (work / "same.dfc").read_bytes() == out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def tiles(work) -> Path:
+    folder = work / "tiles"
+    folder.mkdir()
+    for i in range(3):
+        random_image(folder / f"{i}.png", 32, 32, "RGB", seed=10 + i)
+    return folder
+
+
+def test_nll_json(tiles, model):
+    # One torch thread: with the cores busy (a training job), two threads run the tiny net ~40× slower.
+    result = run("nll", tiles, "--steps", 3, "--threads", 1, "--model", model, "--json")
+    out = last_json(result)
+    assert {"bpd", "prior", "steps", "decoder", "images", "num_steps"} <= out.keys()
+    assert "per_step" not in out
+    assert out["images"] == 3 and out["num_steps"] == 3
+    assert out["bpd"] == pytest.approx(out["prior"] + out["steps"] + out["decoder"])
+    per_step = last_json(run("nll", tiles, "--steps", 3, "--limit", 1, "--threads", 1, "--model", model, "--json", "--per-step"))
+    assert per_step["images"] == 1 and len(per_step["per_step"]) == 2
+    human = run("nll", tiles, "--steps", 3, "--limit", 2, "--threads", 1, "--model", model).stdout
+    assert "L_T" in human and "L_0" in human and "bits/dim" in human
+
+
+def test_nll_refuses_other_sizes(work, model):
+    folder = work / "odd"
+    folder.mkdir()
+    random_image(folder / "a.png", 13, 20, "RGB")
+    assert_one_line_error(run("nll", folder, "--steps", 2, "--model", model, expect=None), "32×32")
+
+
+def test_rd_curve_csv_plot_json(work, model):
+    folder = work / "mixed"
+    folder.mkdir()
+    random_image(folder / "a.png", 32, 32, "RGB", seed=1)
+    random_image(folder / "b.png", 13, 20, "L", seed=2)
+    csv_path, plot_path = work / "rd.csv", work / "rd.png"
+    have_mpl = importlib.util.find_spec("matplotlib") is not None
+    args = ["rd-curve", folder, "--csv", csv_path, "--model", model, "--json", *FAST]
+    result = run(*args, *(["-o", plot_path] if have_mpl else []))
+    out = last_json(result)
+    assert out["images"] == 2 and out["subpixels"] == 32 * 32 * 3 + 13 * 20
+    assert [p["t"] for p in out["points"]] == [1000, 501, 1, 0]
+    assert out["points"][-1]["rmse"] == 0 and out["points"][-1]["psnr"] is None
+    lines = csv_path.read_text().splitlines()
+    assert lines[0] == "t,rate_bpd,rmse,psnr,kl_bpd" and len(lines) == 5
+    if have_mpl:
+        assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    human = run("rd-curve", folder, "--limit", 1, "--model", model, *FAST).stdout
+    assert "bits/dim" in human and "RMSE" in human
+
+
+def test_rd_curve_baselines(work, model):
+    folder = work / "rgba"
+    folder.mkdir()
+    random_image(folder / "a.png", 13, 20, "RGBA", seed=4)
+    csv_path = work / "base.csv"
+    result = run("rd-curve", folder, "--csv", csv_path, "--baselines", "--model", model, "--json", *FAST)
+    rows = last_json(result)["baselines"]
+    assert rows and all({"codec", "rate_bpd", "rmse"} <= r.keys() for r in rows)
+    assert (work / "base-baselines.csv").read_text().startswith("codec,family,lossless,rate_bpd,rmse")
+    if not any(r["family"] == "jpeg" for r in rows):  # JPEG cannot store alpha: skipped with a warning
+        assert "jpeg" in result.stderr
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_has_examples(verb):
+    result = run(verb, "--help")
+    assert "Examples:" in result.stdout
+    assert f"diffcodec {verb}" in result.stdout.split("Examples:")[1]

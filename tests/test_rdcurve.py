@@ -1,0 +1,124 @@
+"""diffcodec.rdcurve: pooling per-image step reports into one curve, its CSV files and its plot."""
+
+from __future__ import annotations
+
+import csv
+import doctest
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from diffcodec import rdcurve
+from diffcodec.codec import CodecConfig, StepReport, encode
+from diffcodec.errors import DiffcodecError
+from diffcodec.rdcurve import RDAccumulator, aggregate
+
+
+def reports(ts, bits, rmse, kl=None):
+    kl = kl if kl is not None else [0.9 * b for b in bits]
+    return [StepReport(t=t, bits=b, kl_bits=k, rmse=r) for t, b, r, k in zip(ts, bits, rmse, kl)]
+
+
+def test_doctests():
+    assert doctest.testmod(rdcurve, raise_on_error=False).failed == 0
+
+
+def test_pooling_weights_by_subpixels():
+    acc = RDAccumulator(schedule_steps=1000)
+    acc.add(reports([1000, 500, 0], [10, 50, 400], [30.0, 10.0, 0.0]), num_dims=100)
+    acc.add(reports([1000, 500, 0], [30, 90, 2000], [20.0, 5.0, 0.0]), num_dims=300)
+    curve = acc.curve()
+    assert (curve.n_images, curve.n_subpixels, curve.schedule_steps) == (2, 400, 1000)
+    p = curve.points
+    assert [q.t for q in p] == [1000, 500, 0]
+    assert p[1].rate_bpd == pytest.approx(140 / 400)
+    assert p[1].rmse == pytest.approx(math.sqrt((10.0**2 * 100 + 5.0**2 * 300) / 400))
+    assert p[1].psnr == pytest.approx(20 * math.log10(255 / p[1].rmse))
+    assert p[1].kl_bpd == pytest.approx(0.9 * 140 / 400)
+    assert p[2].rmse == 0 and p[2].psnr is None
+    js = curve.to_json()
+    assert js["num_steps"] == 2 and js["points"][0]["t"] == 1000
+
+
+def test_steps_must_line_up():
+    acc = RDAccumulator()
+    acc.add(reports([1000, 0], [10, 100], [3.0, 0.0]), num_dims=10)
+    with pytest.raises(DiffcodecError, match="line up"):
+        acc.add(reports([1000, 500, 0], [10, 20, 100], [3.0, 2.0, 0.0]), num_dims=10)
+    with pytest.raises(DiffcodecError, match="no images"):
+        RDAccumulator().curve()
+    with pytest.raises(DiffcodecError, match="no RMSE"):
+        RDAccumulator().add(reports([1000, 0], [10, 100], [float("nan"), 0.0]), num_dims=10)
+
+
+def test_aggregate_real_encodings_of_mixed_images(tiny_model):
+    rng = np.random.default_rng(0)
+    images = [(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "RGB"), (rng.integers(0, 256, (7, 9, 1), dtype=np.uint8), "L")]
+    config = CodecConfig(steps=2, max_candidate_bits=8)
+    results = [encode(px, mode, tiny_model, config) for px, mode in images]
+    curve = aggregate(results, schedule_steps=tiny_model.diffusion.num_steps)
+    n = sum(px.size for px, _ in images)
+    assert curve.n_subpixels == n
+    assert [p.t for p in curve.points] == [s.t for s in results[0].steps]
+    # The last point is the whole files: exact, at the real total size.
+    assert curve.points[-1].rate_bpd == pytest.approx(sum(8 * len(r.data) for r in results) / n)
+    assert curve.points[-1].rmse == 0
+    rates = [p.rate_bpd for p in curve.points]
+    assert rates == sorted(rates)
+
+
+def test_csv_files(tmp_path):
+    acc = RDAccumulator()
+    acc.add(reports([1000, 0], [10, 100], [3.0, 0.0]), num_dims=10)
+    path = tmp_path / "rd.csv"
+    rdcurve.write_csv(acc.curve(), path)
+    rows = list(csv.DictReader(path.open()))
+    assert list(rows[0]) == list(rdcurve.CSV_COLUMNS)
+    assert [float(r["t"]) for r in rows] == [1000, 0]
+    assert float(rows[0]["rate_bpd"]) == 1.0 and rows[1]["psnr"] == "inf" and float(rows[1]["psnr"]) == math.inf
+
+    assert rdcurve.baselines_csv_path(path) == tmp_path / "rd-baselines.csv"
+    baseline = {"codec": "png", "family": "png", "lossless": True, "rate_bpd": 5.0, "rmse": 0.0, "psnr": None,
+                "total_bytes": 7, "n_images": 1, "n_subpixels": 10, "extra": "ignored"}
+    rdcurve.write_baselines_csv([baseline], rdcurve.baselines_csv_path(path))
+    rows = list(csv.DictReader(rdcurve.baselines_csv_path(path).open()))
+    assert rows[0]["codec"] == "png" and rows[0]["psnr"] == "inf"
+
+
+def test_baseline_points_skip_what_cannot_code_the_set():
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (12, 10, 4), dtype=np.uint8), rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)]
+    skipped = []
+    rows = rdcurve.baseline_points(images, on_skip=skipped.append)
+    assert rows, "Pillow always provides PNG and WebP"
+    assert all(r["n_images"] == 2 for r in rows)
+    assert all(r["rmse"] == 0 for r in rows if r["lossless"])
+    assert not any(r["family"] == "jpeg" for r in rows) and any("jpeg" in s for s in skipped)
+    lossy_only = rdcurve.baseline_points(images[1:], lossless=False)
+    assert lossy_only and not any(r["lossless"] for r in lossy_only)
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    acc = RDAccumulator(schedule_steps=1000)
+    acc.add(reports([1000, 500, 1, 0], [10, 50, 300, 400], [30.0, 10.0, 4.0, 0.0]), num_dims=100)
+    baselines = [
+        {"codec": "webp-q0", "family": "webp", "lossless": False, "rate_bpd": 1.0, "rmse": 20.0},
+        {"codec": "webp-q50", "family": "webp", "lossless": False, "rate_bpd": 2.0, "rmse": 8.0},
+        {"codec": "png", "family": "png", "lossless": True, "rate_bpd": 5.0, "rmse": 0.0},
+    ]
+    for name, rows in (("plain.png", []), ("with-baselines.png", baselines)):
+        rdcurve.plot(acc.curve(), tmp_path / name, rows)
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(DiffcodecError, match="cannot write plot"):
+        rdcurve.plot(acc.curve(), tmp_path / "no-such-folder" / "x.png")
+
+
+def test_missing_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    acc = RDAccumulator()
+    acc.add(reports([1000, 0], [10, 100], [3.0, 0.0]), num_dims=10)
+    with pytest.raises(DiffcodecError, match="pip install matplotlib"):
+        rdcurve.plot(acc.curve(), tmp_path / "x.png")
