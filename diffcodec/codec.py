@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .channel import decode_chunk, encode_chunks, kl_nats, log_weight_coefficients
-from .container import DfcFile, StreamHeader, TruncationPoint
+from .container import DfcFile, StreamHeader, TruncationPoint, head_size
 from .diffusion import GaussianDiffusion, spaced_timesteps
 from .entropy import (
     PIXEL_MODEL,
@@ -308,10 +308,15 @@ def encode(
     )
     dfc = DfcFile(header=header, points=tuple(points), words=words, image_crc32=zlib.crc32(pixels.tobytes()))
     data = encode_file(dfc)
-    overhead_bits = 8 * len(data) - 32 * len(words)
-    for r, m in zip(reports, marks):
-        r.bits = overhead_bits + 32 * m
-    reports[-1].bits = 8 * len(data)
+    # Each step's rate is the size of the file truncated right after it: the points before it, one for it, its words.
+    chosen = set(point_states)
+    kept: list[TruncationPoint] = []
+    for s, (r, m) in enumerate(zip(reports, marks)):
+        here = TruncationPoint(t=S - s, end_word=m, check=0)
+        r.bits = 8 * (head_size(header, (*kept, here), complete=s == len(marks) - 1) + 4 * m)
+        if s in chosen:
+            kept.append(points[len(kept)])
+    assert reports[-1].bits == 8 * len(data)
     return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims)
 
 
@@ -386,6 +391,14 @@ def decode(
     (the paper's Table 4 / Figure 5 distortion), ``sample`` runs ancestral sampling from x_t,
     ``flow`` runs deterministic DDIM from x_t.  A complete stream decoded to t = 0 is the exact image.
     """
+    try:
+        return _decode(data, model, stop_at_t, reconstruct, seed, on_step)
+    except AssertionError:
+        # constriction asserts when corrupt data decodes to a symbol the model cannot produce.
+        raise StreamMismatchError("the stream is corrupt (the entropy decoder met an impossible symbol)") from None
+
+
+def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -> DecodeResult:
     from .container import decode_file
     from .reconstruct import reconstruct_from
 
@@ -405,11 +418,12 @@ def decode(
     S = chain.num_steps
     points = {S - p.t: p for p in dfc.points}  # step after which each point's state exists
     last_available = max(points)
-    wanted = next((s for s in range(S + 1) if (0 if s == S else chain.paper_t(S - 1 - s)) <= stop_at_t), S)
+    # The last coded state with t ≥ stop_at_t (the rule `truncate` uses); stop_at_t = 0 is the exact image.
+    wanted = S if stop_at_t <= 0 else max((s for s in range(S) if chain.paper_t(S - 1 - s) >= stop_at_t), default=0)
     target = min(wanted, last_available)
     notes = []
     if target < wanted:
-        notes.append(f"file is cut: decoded to t={_t_of(chain, target)}, the last whole truncation point")
+        notes.append(f"stream ends early: decoded to t={_t_of(chain, target)}, its last whole truncation point")
 
     words = np.asarray(dfc.words, dtype=np.uint32)
     coder = constriction.stream.queue.RangeDecoder(words if len(words) else np.zeros(1, dtype=np.uint32))
@@ -428,7 +442,7 @@ def decode(
             chain.fill_padding(x_new, step, mu_p, sd_p)
             x = x_new.astype(np.float32).astype(np.float64)
             if step in points:
-                _verify(words, points[step], x.astype(np.float32)[real])
+                _verify(words, points[step], x.astype(np.float32)[real], _t_of(chain, step))
             if on_step is not None:
                 on_step(1)
 
@@ -439,7 +453,7 @@ def decode(
             symbols = coder.decode(PIXEL_MODEL, mu, sd)
             flat = np.zeros(int(np.prod(layout.shape)), dtype=np.uint8)
             flat[l0] = symbols.astype(np.uint8)
-            _verify(words, points[S], symbols.astype(np.float32))
+            _verify(words, points[S], symbols.astype(np.float32), 0)
             pixels = layout.merge(layout.fill_replicated(flat.reshape(layout.shape)))
             if dfc.image_crc32 is not None and zlib.crc32(pixels.tobytes()) != dfc.image_crc32:
                 raise StreamMismatchError("decoded image fails its checksum: the stream is corrupt")
@@ -457,9 +471,9 @@ def _t_of(chain: _Chain, step: int) -> int:
     return 0 if step == chain.num_steps else chain.paper_t(chain.num_steps - 1 - step)
 
 
-def _verify(words: np.ndarray, point: TruncationPoint, state: np.ndarray) -> None:
+def _verify(words: np.ndarray, point: TruncationPoint, state: np.ndarray, t: int) -> None:
     if _state_check(words, point.end_word, state) != point.check:
         raise StreamMismatchError(
-            f"check failed at t={point.t}: the stream is corrupt, or this machine computes the model differently "
+            f"check failed at t={t}: the stream is corrupt, or this machine computes the model differently "
             "from the encoder's (model, thread count, CPU)"
         )

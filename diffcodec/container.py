@@ -229,6 +229,11 @@ def _head(h: StreamHeader, points: tuple[TruncationPoint, ...], image_crc32: int
     return bytes(out)
 
 
+def head_size(h: StreamHeader, points: tuple[TruncationPoint, ...], complete: bool) -> int:
+    """Bytes before the payload of a file with these points (what a prefix costs beyond its words)."""
+    return len(_head(h, tuple(points), 0 if complete else None))
+
+
 def encode_file(f: DfcFile) -> bytes:
     """Serialize `f` (its ``points_lost`` is not stored: a cut file re-encodes as a shorter whole one)."""
     return _head(f.header, f.points, f.image_crc32) + f.words.astype("<u4", copy=False).tobytes()
