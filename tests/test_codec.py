@@ -1,0 +1,286 @@
+"""End-to-end tests of the progressive codec (diffcodec/codec.py) with a tiny random U-Net.
+
+A random network predicts badly, so every step carries a huge KL; ``max_candidate_bits=8``
+keeps channel simulation cheap (truncated PFR is still exactly decodable: the encoder
+conditions on the sample the decoder will have).  Encoder and decoder run the network
+on one thread, as the stream header says.
+
+GOLDEN BITSTREAM: tests/expected/codec_v1.sha256 is the SHA-256 of the file produced by
+:func:`golden_encoding`.  It pins the whole format (container, shared randomness, chunking,
+PFR, range coding) *and* the tiny model's arithmetic, so it is machine-dependent (see the
+test's docstring).  Regenerate it only on purpose, after a deliberate format change, with
+
+    python tests/test_codec.py --regenerate-golden
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from diffcodec.codec import CodecConfig, StreamMismatchError, decode, encode
+from diffcodec.container import DfcFormatError, chain_position, decode_file, encode_file, paper_timestep, truncate
+from diffcodec.diffusion import spaced_timesteps
+from diffcodec.errors import DiffcodecError
+
+from conftest import make_tiny_model
+
+GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v1.sha256"
+CONFIG = CodecConfig(steps=3, max_candidate_bits=8)
+CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
+
+
+def image(h: int, w: int, mode: str, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, CHANNELS[mode]), dtype=np.uint8)
+
+
+def golden_encoding() -> bytes:
+    model = make_tiny_model(seed=0)
+    return encode(image(8, 8, "RGB", seed=0), "RGB", model, CodecConfig(steps=3, max_candidate_bits=8, threads=1)).data
+
+
+def payload_start(data: bytes) -> int:
+    return len(data) - 4 * len(decode_file(data).words)
+
+
+@pytest.fixture(scope="module")
+def rgb32(tiny_model):
+    pixels = image(32, 32, "RGB")
+    return pixels, encode(pixels, "RGB", tiny_model, CONFIG)
+
+
+@pytest.fixture(scope="module")
+def rgb8(tiny_model):
+    pixels = image(8, 8, "RGB")
+    return pixels, encode(pixels, "RGB", tiny_model, CONFIG)
+
+
+# ---------------------------------------------------------------------------- round trips
+
+@pytest.mark.parametrize("mode, h, w", [("RGB", 32, 32), ("L", 7, 40), ("RGBA", 33, 5)])
+def test_round_trip_is_exact(tiny_model, mode, h, w):
+    pixels = image(h, w, mode, seed=h + w)
+    result = encode(pixels, mode, tiny_model, CONFIG)
+    out = decode(result.data, tiny_model)
+    assert out.complete and out.t == 0 and out.mode == mode and out.notes == []
+    assert out.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(out.pixels, pixels)
+
+
+def test_decoding_a_dfcfile_object_equals_decoding_bytes(tiny_model, rgb8):
+    pixels, result = rgb8
+    np.testing.assert_array_equal(decode(result.file, tiny_model).pixels, pixels)
+
+
+def test_encoding_is_deterministic(tiny_model):
+    pixels = image(8, 8, "RGB", seed=3)
+    calls = []
+    a = encode(pixels, "RGB", tiny_model, CONFIG, on_step=calls.append)
+    b = encode(pixels, "RGB", tiny_model, CONFIG)
+    assert a.data == b.data
+    assert sum(calls) == CONFIG.steps + 1  # every coded step and the exact stage report progress
+
+
+def test_step_reports(rgb32):
+    pixels, result = rgb32
+    steps = result.steps
+    kept = spaced_timesteps(1000, CONFIG.steps)
+    assert [s.t for s in steps] == [k + 1 for k in reversed(kept)] + [0]
+    bits = [s.bits for s in steps]
+    assert bits == sorted(bits)
+    assert bits[-1] == 8 * len(result.data) == result.bits_total
+    assert all(b > 0 for b in bits)
+    kl = [s.kl_bits for s in steps]
+    assert kl == sorted(kl) and kl[0] >= 0
+    assert steps[-1].rmse == 0.0 and all(np.isfinite(s.rmse) for s in steps)
+    assert result.num_dims == pixels.size
+    assert result.to_json()["bits_total"] == 8 * len(result.data)
+    # each step's rate is the size of the file truncated right after it (here every state is a point)
+    assert len(result.file.points) == len(steps)
+    for report, point in zip(steps, result.file.points):
+        assert report.bits == 8 * len(encode_file(truncate(result.file, point.t)))
+
+
+@pytest.mark.parametrize("kwargs", [{"chunk_bits": 0}, {"chunk_bits": 17}, {"max_candidate_bits": 21}, {"threads": 0}])
+def test_bad_configs_are_refused(kwargs):
+    with pytest.raises(DiffcodecError):
+        CodecConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------------- progressive decoding
+
+CODED_T = [1000, 501, 1]  # paper t of the lossy states of a 3-step chain over T = 1000
+
+
+@pytest.mark.parametrize("stop", [5000, 1000, 999, 600, 501, 500, 2, 1, 0])
+def test_stop_at_t_decodes_the_last_state_at_or_above_it(tiny_model, rgb8, stop):
+    """decode(stop_at_t=t) stops at the last coded state with t' ≥ t (the rule `truncate` uses); 0 is the exact image."""
+    pixels, result = rgb8
+    out = decode(result.data, tiny_model, stop_at_t=stop)
+    expected = min((t for t in CODED_T if t >= stop), default=CODED_T[0]) if stop > 0 else 0
+    assert out.t == expected
+    assert out.t >= stop or stop > CODED_T[0]
+    assert out.complete == (stop == 0)
+    assert out.pixels.shape == pixels.shape and out.pixels.dtype == np.uint8
+    # the same state the CLI's `truncate --stop-at-t` keeps
+    header = result.file.header
+    assert out.t == paper_timestep(header, chain_position(header, stop))
+
+
+@pytest.mark.parametrize("method", ["sample", "flow"])
+def test_other_reconstructions_have_the_right_shape(tiny_model, rgb8, method):
+    pixels, result = rgb8
+    out = decode(result.data, tiny_model, stop_at_t=501, reconstruct=method, seed=1)
+    assert out.t == 501 and out.pixels.shape == pixels.shape
+    again = decode(result.data, tiny_model, stop_at_t=501, reconstruct=method, seed=1)
+    np.testing.assert_array_equal(out.pixels, again.pixels)
+
+
+def test_unknown_reconstruction_is_refused(tiny_model, rgb8):
+    with pytest.raises(DiffcodecError):
+        decode(rgb8[1].data, tiny_model, reconstruct="median")
+
+
+def test_cut_files_decode_to_their_last_whole_point(tiny_model, rgb32):
+    """A file cut at any byte: DfcFormatError inside the header (or before the first point), else the last whole point.
+
+    The sample includes each point's exact end and the byte before it.  Whether a cut exactly at a point's
+    end decodes depends on the range coder's state there: see test_every_truncation_point_decodes (xfail).
+    """
+    pixels, result = rgb32
+    data = result.data
+    head = payload_start(data)
+    ends = [head + 4 * p.end_word for p in result.file.points]
+    cuts = sorted({int(c) for c in np.linspace(1, len(data) - 1, 15)} | set(ends) | {e - 1 for e in ends} | {head})
+    for cut in cuts:
+        if cut < ends[0]:
+            with pytest.raises(DfcFormatError):
+                decode(data[:cut], tiny_model)
+            continue
+        whole = [p for p, e in zip(result.file.points, ends) if e <= cut]
+        out = decode(data[:cut], tiny_model)
+        assert out.t == paper_timestep(result.file.header, whole[-1].t), cut
+        assert out.complete == (cut == len(data))
+        assert out.pixels.shape == pixels.shape
+        if out.complete:
+            np.testing.assert_array_equal(out.pixels, pixels)
+        else:
+            assert out.notes and f"t={out.t}" in out.notes[0]
+
+
+@pytest.mark.xfail(strict=True, raises=StreamMismatchError, reason=(
+    "codec.encode sets each truncation point's end_word to coder.num_words() after the step, but constriction's "
+    "range coder needs one more word to decode the step's last symbols: ~10% of points fail their check "
+    "(measured with constriction 0.5.0: 424 of 4000 prefixes at num_words() decode wrongly, 0 of 4000 at num_words()+1). "
+    "Here e.g. the 8×8 RGB image of seed 0 fails at t=1."))
+def test_every_truncation_point_decodes(tiny_model):
+    for seed in range(12):
+        pixels = image(8, 8, "RGB", seed=seed)
+        result = encode(pixels, "RGB", tiny_model, CONFIG)
+        for point in result.file.points:
+            out = decode(truncate(result.file, point.t), tiny_model)
+            assert out.t == paper_timestep(result.file.header, point.t)
+
+
+# ---------------------------------------------------------------------------- corruption
+
+@pytest.fixture(scope="module")
+def flip_outcomes(tiny_model, rgb8):
+    """Decode the 8×8 file with single payload bits flipped (every 5th byte, varying bit): what happened each time."""
+    pixels, result = rgb8
+    data = result.data
+    outcomes = []
+    for n, pos in enumerate(range(payload_start(data), len(data), 5)):
+        bit = n % 8
+        corrupt = bytearray(data)
+        corrupt[pos] ^= 1 << bit
+        try:
+            out = decode(bytes(corrupt), tiny_model)
+        except BaseException as exc:  # constriction's PanicException is a BaseException
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            outcomes.append(((pos, bit), exc))
+        else:
+            outcomes.append(((pos, bit), out))
+    return pixels, outcomes
+
+
+def test_flipped_payload_bits_never_give_a_silently_wrong_image(flip_outcomes):
+    """Every flip either raises or returns the exact image (a flip in bits the decoder never reads is harmless).
+
+    Which exceptions are allowed is the next test's subject; here nothing may return a wrong image.
+    """
+    pixels, outcomes = flip_outcomes
+    assert len(outcomes) > 100
+    raised = 0
+    for where, outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raised += 1
+            continue
+        assert outcome.complete and outcome.t == 0, where
+        np.testing.assert_array_equal(outcome.pixels, pixels, err_msg=str(where))
+    assert raised > 0.9 * len(outcomes)
+
+
+def test_flipped_payload_bits_raise_only_diffcodec_errors(flip_outcomes):
+    """Corrupt data is a DiffcodecError (one line in the CLI), never constriction's AssertionError or a panic.
+
+    Single-bit flips made constriction assert ("Tried to decode from compressed data that is invalid for
+    the employed entropy model") in ~2% of cases before decode converted that to StreamMismatchError.
+    """
+    _, outcomes = flip_outcomes
+    for where, outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, DiffcodecError):
+            raise AssertionError(f"flip at byte {where[0]} bit {where[1]} raised {type(outcome).__name__}: {outcome}")
+    # the mismatches are reported as such
+    assert any(isinstance(o, StreamMismatchError) for _, o in outcomes)
+
+
+def test_flipped_header_bits_are_format_errors(tiny_model, rgb8):
+    data = rgb8[1].data
+    for pos in range(payload_start(data)):
+        corrupt = bytearray(data)
+        corrupt[pos] ^= 0x10
+        with pytest.raises(DfcFormatError):
+            decode(bytes(corrupt), tiny_model)
+
+
+def test_the_wrong_model_is_refused(rgb8):
+    other = make_tiny_model(seed=1)
+    with pytest.raises(DiffcodecError, match="model"):
+        decode(rgb8[1].data, other)
+
+
+def test_a_model_with_another_schedule_length_is_refused(rgb8):
+    with pytest.raises(DiffcodecError):
+        decode(rgb8[1].data, make_tiny_model(seed=0, num_steps=500))
+
+
+# ---------------------------------------------------------------------------- golden bitstream
+
+def test_golden_bitstream():
+    """SHA-256 of golden_encoding() (8×8 RGB from seed 0, make_tiny_model(seed=0), 3 steps, K ≤ 2^8, 1 thread).
+
+    MACHINE-DEPENDENT: the stream depends on the tiny U-Net's float32 outputs, which may differ at ~1e-6
+    between CPUs, BLAS builds and torch versions (and the random initialisation may change between torch
+    versions).  A failure on a new machine alone is not proof of a format change; a failure after editing
+    the codec, container, rng, channel or entropy modules on the machine that wrote the golden is.
+    Regenerate only on purpose: ``python tests/test_codec.py --regenerate-golden``.
+    """
+    expected = GOLDEN_PATH.read_text().split()[0]
+    data = golden_encoding()
+    assert hashlib.sha256(data).hexdigest() == expected
+    np.testing.assert_array_equal(decode(data, make_tiny_model(seed=0)).pixels, image(8, 8, "RGB", seed=0))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--regenerate-golden"]:
+        digest = hashlib.sha256(golden_encoding()).hexdigest()
+        GOLDEN_PATH.write_text(f"{digest}  codec_v1: tests/test_codec.py golden_encoding()\n")
+        print(f"wrote {GOLDEN_PATH}: {digest}")
+    else:
+        sys.exit("usage: python tests/test_codec.py --regenerate-golden")
