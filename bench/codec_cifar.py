@@ -24,12 +24,13 @@ from diffcodec.codec import CodecConfig, _Chain, decode, encode, torch_threads
 from diffcodec.evaluate import dataset_bpd
 from diffcodec.images import load_folder_tiles
 from diffcodec.models.checkpoint import load_model
+from diffcodec.rdcurve import aggregate
 from diffcodec.tiling import TileLayout
 
 
-def network_seconds(model, pixels: np.ndarray, steps: int, threads: int) -> float:
+def network_seconds(model, pixels: np.ndarray, steps: int, threads: int, spacing: str = "uniform") -> float:
     """Time of the S+1 network evaluations one 32×32 image needs, alone."""
-    chain = _Chain(model, TileLayout(32, 32, "RGB"), steps, chunk_bits=10)
+    chain = _Chain(model, TileLayout(32, 32, "RGB"), steps, chunk_bits=10, spacing=spacing)
     x = np.random.default_rng(0).standard_normal(3 * 32 * 32)
     with torch_threads(threads):
         start = time.perf_counter()
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--extra-candidate-bits", type=int, default=CodecConfig.extra_candidate_bits)
     ap.add_argument("--max-candidate-bits", type=int, default=CodecConfig.max_candidate_bits)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--spacing", default=CodecConfig.spacing, choices=["uniform", "quad"])
     ap.add_argument("--model", default=None)
     ap.add_argument("--elbo-images", type=int, default=None, help="images for the ELBO estimate (default: --limit)")
     ap.add_argument("--out", default=None)
@@ -55,15 +57,16 @@ def main() -> None:
     model = load_model(args.model)
     images = load_folder_tiles(args.data, limit=args.limit)
     config = CodecConfig(steps=args.steps, chunk_bits=args.chunk_bits, extra_candidate_bits=args.extra_candidate_bits,
-                         max_candidate_bits=args.max_candidate_bits, threads=args.threads)
+                         max_candidate_bits=args.max_candidate_bits, threads=args.threads, spacing=args.spacing)
     dims = images[0].size
-    rows = []
+    rows, results = [], []
     for i, px in enumerate(images):
         t0 = time.perf_counter()
         res = encode(px, "RGB", model, config)
         t1 = time.perf_counter()
         dec = decode(res.data, model)
         t2 = time.perf_counter()
+        results.append(res)
         rows.append({
             "bytes": len(res.data),
             "bpd": 8 * len(res.data) / dims,
@@ -80,11 +83,10 @@ def main() -> None:
               f"exact={rows[-1]['exact']}, encode {t1 - t0:.2f}s, decode {t2 - t1:.2f}s", flush=True)
 
     with torch_threads(args.threads):
-        elbo = dataset_bpd(model, images[: args.elbo_images or args.limit], steps=args.steps, batch_size=1)
-    net_s = network_seconds(model, images[0], args.steps, args.threads)
-    bits = np.array([r["prefix_bits"] for r in rows], dtype=float)
-    kl = np.array([r["prefix_kl_bits"] for r in rows], dtype=float)
-    ratio = bits.sum(0) / np.maximum(kl.sum(0), 1e-9)
+        elbo = dataset_bpd(model, images[: args.elbo_images or args.limit], steps=args.steps, batch_size=1,
+                           spacing=args.spacing)
+    net_s = network_seconds(model, images[0], args.steps, args.threads, args.spacing)
+    curve = aggregate(results)
     summary = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads available, {args.threads} used",
@@ -97,16 +99,17 @@ def main() -> None:
         "negative_elbo_bpd": elbo["bpd"],
         "elbo_breakdown": {k: elbo[k] for k in ("prior", "steps", "decoder")},
         "file_over_elbo": float(np.mean([r["bpd"] for r in rows]) / elbo["bpd"]),
-        "file_over_trajectory_kl": float(np.sum(bits[:, -1]) / np.sum(kl[:, -1])),
-        "prefix_rate_over_kl_max": float(ratio[1:].max()),
-        "prefix_rate_over_kl_at_t": {int(t): float(r) for t, r in zip(rows[0]["t"], ratio)},
+        "file_over_trajectory_kl": float(sum(r["bytes"] * 8 for r in rows) / sum(r["prefix_kl_bits"][-1] for r in rows)),
+        # Prefixes carrying under 0.01 bits/dim are all header; their ratio says nothing about the coding.
+        "prefix_rate_over_kl_max": max(p.rate_bpd / p.kl_bpd for p in curve.points if p.kl_bpd > 0.01),
+        "prefix_rate_over_kl_at_t": {p.t: p.rate_bpd / p.kl_bpd for p in curve.points if p.kl_bpd > 0.01},
+        "exact_from_t": [r["t"][-2] if len(r["t"]) > 1 else None for r in rows],
         "all_exact": all(r["exact"] for r in rows),
         "encode_s_per_image": float(np.mean([r["encode_s"] for r in rows])),
         "decode_s_per_image": float(np.mean([r["decode_s"] for r in rows])),
         "network_s_per_image": net_s,
-        "rmse_at_t": {int(t): float(np.sqrt(np.mean(np.array([r["rmse"] for r in rows])[:, j] ** 2)))
-                      for j, t in enumerate(rows[0]["t"])},
-        "rate_bpd_at_t": {int(t): float(b / dims) for t, b in zip(rows[0]["t"], bits.mean(0))},
+        "rmse_at_t": {p.t: p.rmse for p in curve.points},
+        "rate_bpd_at_t": {p.t: p.rate_bpd for p in curve.points},
     }
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, dict)}, indent=1))
     if args.out:

@@ -22,7 +22,18 @@ import math
 
 import numpy as np
 
-from .rng import normals
+from .rng import normals, raw_uint64, stream_key
+
+
+def chunk_signs(key: np.ndarray, d: int) -> np.ndarray:
+    """Shared random ±1 per dimension of a chunk.
+
+    Candidate ε_k = s ⊙ G[k : k+d] is still exactly N(0, I_d), but neighbouring windows no longer
+    correlate through the structure of δ (smooth or constant shifts would otherwise make nearby
+    windows near-duplicates and pull the chosen sample toward p).
+    """
+    bits = raw_uint64(stream_key(int(key[0]), int(key[1]), 0x5167), 0, d) >> np.uint64(63)
+    return 1.0 - 2.0 * bits.astype(np.float64)
 
 
 def log_weight_coefficients(
@@ -75,14 +86,15 @@ def encode_chunk(
     """Choose k* among ``num_candidates`` windows; returns (k*, ε_{k*}) so the caller forms z = μ_p + σ_p ε."""
     d = len(mu_q)
     a, b, c_sum = log_weight_coefficients(mu_q, sigma_q, mu_p, sigma_p)
+    signs = chunk_signs(key, d)
     sequence = normals(key, 0, num_candidates + d - 1)
-    k = pfr_select(window_log_weights(sequence, a, b, c_sum, num_candidates), rng)
-    return k, sequence[k : k + d]
+    k = pfr_select(window_log_weights(sequence, a, b * signs, c_sum, num_candidates), rng)
+    return k, signs * sequence[k : k + d]
 
 
 def decode_chunk(key: np.ndarray, k: int, d: int) -> np.ndarray:
-    """ε_{k} = G[k : k+d] for the shared key: what the decoder needs to form z = μ_p + σ_p ε."""
-    return normals(key, k, d)
+    """ε_k = s ⊙ G[k : k+d] for the shared key: what the decoder needs to form z = μ_p + σ_p ε."""
+    return chunk_signs(key, d) * normals(key, k, d)
 
 
 def fft_size(num_candidates: int, d: int) -> int:
@@ -123,7 +135,7 @@ def encode_chunks(
             for row, j in enumerate(group):
                 aj, bj, _ = coefficients[j]
                 a[row, : len(aj)] = aj
-                b[row, : len(bj)] = bj
+                b[row, : len(bj)] = bj * chunk_signs(keys[j], len(bj))
             # corr[k] = Σ_i coeff[i] · seq[k + i]; no wrap-around for k ≤ n_fft − d.
             logw = np.fft.irfft(np.fft.rfft(seq, axis=1) * np.conj(np.fft.rfft(b, axis=1)), n_fft, axis=1)
             if np.any(a != 0.0):

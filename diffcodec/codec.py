@@ -2,12 +2,20 @@
 
 Encoder (Algorithm 3): send x_T ~ q(x_T | x_0) using p(x_T) = N(0, I); for each coded
 step send x_{t−1} ~ q(x_{t−1} | x_t, x_0) using p_θ(x_{t−1} | x_t); finally send x_0
-exactly with the discretized decoder p_θ(x_0 | x_1) (Eq. 13).  Decoder (Algorithm 4)
-mirrors it.  Everything goes through one constriction range coder; the container
-records how many words each truncation point needs, so any prefix decodes.
+exactly with a discretized Gaussian (Eq. 13).  Decoder (Algorithm 4) mirrors it.
+Everything goes through one constriction range coder; the container records how many
+words each truncation point needs, so any prefix decodes.
 
 Each step's dimensions (over all tiles) are split into chunks of about
 ``chunk_bits`` bits of KL; the number of chunks is side information, coded per step.
+
+The exact stage need not start at x_1.  Channel simulation costs ~20% more than the KL
+on the large low-noise steps, while coding x_0 directly from x_t with the discretized
+Gaussian N(x̂_0(x_t), (c·σ_t)²), σ_t = √((1−ᾱ_t)/ᾱ_t), costs about the ELBO's remaining
+terms.  So the encoder runs the chain, measures at each state the bits spent so far plus
+the exact-stage cost from there, and stops the chain where that total is smallest
+(``exact_from`` in the header).  At x_1 the exact stage is the paper's L_0: mean μ_θ(x_1, 1)
+and σ_1 from the model, times c.
 See docs/format.md for the stream and docs/codec.md for the design.
 """
 
@@ -63,6 +71,8 @@ class CodecConfig:
     threads: int = 1
     points: int | None = None  # truncation points in the file (None: automatic)
     batch_size: int = 64
+    exact_from_t: int | None = None  # paper t the exact stage starts from (None: the encoder picks the cheapest)
+    spacing: str = "uniform"  # how the steps spread over T: "uniform" or "quad" (dense at low noise)
 
     def __post_init__(self):
         if not 1 <= self.chunk_bits <= 16:
@@ -129,17 +139,15 @@ def torch_threads(n: int) -> Iterator[None]:
 class _Chain:
     """What encoder and decoder compute identically: the chain, the layout and p_θ at each state."""
 
-    def __init__(self, model, layout: TileLayout, steps: int, chunk_bits: int, batch_size: int = 64):
+    def __init__(self, model, layout: TileLayout, steps: int, chunk_bits: int, batch_size: int = 64, spacing: str = "uniform"):
         self.model = model
         self.layout = layout
         self.chunk_bits = chunk_bits
         self.batch_size = batch_size
-        self.diffusion: GaussianDiffusion = model.diffusion.respace(spaced_timesteps(model.diffusion.num_steps, steps))
+        self.diffusion: GaussianDiffusion = model.diffusion.respace(spaced_timesteps(model.diffusion.num_steps, steps, spacing))
         self.real = layout.real_mask().reshape(-1)
         self.pad_idx = np.flatnonzero(~self.real)
         self.real_idx = np.flatnonzero(self.real)
-        self.index_coder = IndexCoder(chunk_bits, MAX_INDEX_BITS)
-        self.level_model = AdaptiveCategorical(np.ones(chunk_bits + LEVEL_ESCAPE_CHUNKS + 1, dtype=np.int64) * 4)
 
     @property
     def num_steps(self) -> int:
@@ -210,6 +218,10 @@ class _Chain:
         return v.reshape(self.layout.shape)
 
 
+
+EXACT_SCALES = 2.0 ** (np.arange(-12, 4) / 4.0)  # c in N(x̂_0, (c·σ)²): 16 values, 2^-3 .. 2^0.75
+
+
 def _state_check(words: np.ndarray, end_word: int, state: np.ndarray) -> int:
     """16-bit check of the data prefix and the decoder's state at a truncation point."""
     crc = binascii.crc_hqx(words[:end_word].astype("<u4").tobytes(), 0xFFFF)
@@ -226,6 +238,76 @@ def _choose_points(num_states: int, payload_words: int, requested: int | None) -
     return sorted(picks)
 
 
+class _Models:
+    """The adaptive entropy models of one coding pass (fresh for each pass, identical on both sides)."""
+
+    def __init__(self, chunk_bits: int):
+        self.index = IndexCoder(chunk_bits, MAX_INDEX_BITS)
+        self.level = AdaptiveCategorical(np.ones(chunk_bits + LEVEL_ESCAPE_CHUNKS + 1, dtype=np.int64) * 4)
+
+
+@dataclass
+class _StepRecord:
+    """What one channel-simulated step sends: enough to write it again into a fresh coder."""
+
+    level: int
+    chunks: int
+    cls: int
+    indices: list[int]
+
+
+def _write_step(coder, models: _Models, rec: _StepRecord) -> None:
+    encode_symbol(coder, models.level, rec.level)
+    if rec.chunks >= LEVEL_ESCAPE_CHUNKS:
+        bits = rec.chunks.bit_length()
+        encode_raw_bits(coder, bits, 6)
+        encode_raw_bits(coder, rec.chunks, bits)
+    for k in rec.indices:
+        models.index.encode(coder, rec.cls, k)
+
+
+def _exact_params(chain: _Chain, pred: dict[str, np.ndarray], index: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and base log-variance of the exact stage from the state at chain index ``index`` (flat, masked).
+
+    At index 0 this is Eq. 13's p_θ(x_0 | x_1); above it, x̂_0 with the variance of its noise term.
+    """
+    if index == 0:
+        return pred["mean"][mask], pred["log_variance"][mask]
+    d = chain.diffusion
+    log_var = math.log((1.0 - d.alphas_cumprod[index]) / d.alphas_cumprod[index])
+    return pred["pred_xstart"][mask], np.full(int(mask.sum()), log_var)
+
+
+def _exact_bits(symbols: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
+    """Bits of the exact stage for every scale in EXACT_SCALES (Eq. 13 likelihood)."""
+    x = torch.from_numpy(symbols.astype(np.float64) / 127.5 - 1.0)
+    mu = torch.from_numpy(mean)
+    out = []
+    for c in EXACT_SCALES:
+        log_scale = torch.from_numpy(0.5 * log_var + math.log(c))
+        out.append(float(-discretized_gaussian_log_likelihood(x, mu, log_scale).sum()) / _LN2)
+    return np.array(out)
+
+
+def _simulate_step(chain: _Chain, config: CodecConfig, step: int, rng, x_new, mu_q, sd_q, mu_p, sd_p):
+    """Channel-simulate one step over all real dimensions; fills ``x_new`` with the decoder's sample."""
+    r = chain.real_idx
+    kl_dims = kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]) / _LN2
+    level, n_chunks, cls = chain.level_of(float(kl_dims.sum()))
+    n_chunks = min(n_chunks, len(r))  # a chunk holds at least one dimension, however large its KL
+    parts = chain.chunks(step, n_chunks)
+    keys, coeffs, counts = [], [], []
+    for j, dims in enumerate(parts):
+        chunk_kl = float(kl_nats(mu_q[dims], sd_q[dims], mu_p[dims], sd_p[dims]).sum() / _LN2)
+        keys.append(stream_key(STREAM_SEED, step, j + 1))
+        coeffs.append(log_weight_coefficients(mu_q[dims], sd_q[dims], mu_p[dims], sd_p[dims]))
+        counts.append(1 << min(config.max_candidate_bits, max(0, math.ceil(chunk_kl)) + config.extra_candidate_bits))
+    ks = encode_chunks(keys, coeffs, counts, rng)
+    for key, dims, k in zip(keys, parts, ks):
+        x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(key, k, len(dims))
+    return _StepRecord(level, n_chunks, cls, ks), float(kl_dims.sum())
+
+
 def encode(
     pixels: np.ndarray,
     mode: str,
@@ -234,21 +316,34 @@ def encode(
     on_step: Callable[[int], None] | None = None,
 ) -> EncodeResult:
     """Encode uint8 (H, W, C) pixels into a .dfc stream (Algorithm 3)."""
-    from .container import encode_file
+    from .container import encode_file, chain_position
 
     layout = TileLayout(pixels.shape[0], pixels.shape[1], mode)
-    chain = _Chain(model, layout, config.steps, config.chunk_bits, config.batch_size)
+    chain = _Chain(model, layout, config.steps, config.chunk_bits, config.batch_size, config.spacing)
     tiles = layout.split(pixels)
     x0 = chain.x0_from_pixels(tiles)
     real = chain.real
-    coder = constriction.stream.queue.RangeEncoder()
+    exact_mask = layout.lossless_mask().reshape(-1)
+    symbols = tiles.reshape(-1)[exact_mask].astype(np.int32)
     rng = np.random.default_rng([STREAM_SEED, layout.height, layout.width])  # private PFR arrivals; files are reproducible
     diffusion = chain.diffusion
     S = chain.num_steps
     n_dims = int(pixels.size)
+    header_for = lambda exact_from: StreamHeader(  # noqa: E731
+        model_id=model.identity[:8], width=layout.width, height=layout.height, mode=mode, num_steps=S,
+        chunk_bits=config.chunk_bits, threads=config.threads, schedule_steps=model.diffusion.num_steps,
+        exact_from=exact_from, spacing=config.spacing,
+    )
+    forced_stop = None
+    if config.exact_from_t is not None:
+        forced_stop = S - chain_position(header_for(1), max(1, config.exact_from_t))
 
-    marks, states, reports = [], [], []
+    # Pass 1: run the chain.  A live coder measures each step's real bits; each state's exact-stage
+    # cost is measured too, so the chain can stop where prefix + exact stage is cheapest.
+    live, live_models = constriction.stream.queue.RangeEncoder(), _Models(config.chunk_bits)
+    records, states, reports, exact_costs, preds = [], [], [], [], []
     kl_total = 0.0
+    best_total = math.inf
     with torch_threads(config.threads):
         x = np.zeros_like(x0)
         for step in range(S):
@@ -258,73 +353,92 @@ def encode(
                 mu_q = diffusion.sqrt_alphas_cumprod[index] * x0
                 sd_q = np.full_like(x0, math.sqrt(1.0 - diffusion.alphas_cumprod[index]))
             else:
-                pred = chain.predict(x, index + 1)
+                pred = preds[-1]
                 mu_p, sd_p = pred["mean"], np.exp(0.5 * pred["log_variance"])
                 c1, c2 = diffusion.posterior_mean_coef1[index + 1], diffusion.posterior_mean_coef2[index + 1]
                 mu_q = c1 * x0 + c2 * x
                 sd_q = np.full_like(x0, math.sqrt(diffusion.posterior_variance[index + 1]))
-                reports[-1].rmse = _rmse(layout, chain.pixels_from_x0(pred["pred_xstart"]), pixels)
             x_new = np.empty_like(x0)
-            kl_bits, n_chunks = _encode_step(coder, chain, config, step, rng, x_new, mu_q, sd_q, mu_p, sd_p)
+            rec, kl_bits = _simulate_step(chain, config, step, rng, x_new, mu_q, sd_q, mu_p, sd_p)
             chain.fill_padding(x_new, step, mu_p, sd_p)
             x = x_new.astype(np.float32).astype(np.float64)  # the state both sides hold is float32
+            _write_step(live, live_models, rec)
             kl_total += kl_bits
-            marks.append(coder.num_words())
+            records.append(rec)
             states.append(x.astype(np.float32))
-            reports.append(StepReport(t=chain.paper_t(index), bits=0, kl_bits=kl_total, rmse=float("nan"), chunks=n_chunks))
+            pred = chain.predict(x, index)
+            preds.append(pred)
+            mean, log_var = _exact_params(chain, pred, index, exact_mask)
+            exact_costs.append(_exact_bits(symbols, mean, log_var))
+            prefix_bits = 32 * live.num_words()
+            reports.append(StepReport(t=chain.paper_t(index), bits=0, kl_bits=kl_total,
+                                      rmse=_rmse(layout, chain.pixels_from_x0(pred["pred_xstart"]), pixels),
+                                      chunks=rec.chunks))
             if on_step is not None:
                 on_step(1)
+            total = prefix_bits + exact_costs[-1].min()
+            best_total = min(best_total, total)
+            if forced_stop is not None:
+                if step == forced_stop:
+                    break
+            elif total > 1.02 * best_total and step >= 2:
+                break  # past the cheapest stopping point: later steps only cost more
 
-        # Exact stage: x_0 with the discretized decoder p_θ(x_0 | x_1) (Eq. 13).
-        pred = chain.predict(x, 0)
-        reports[-1].rmse = _rmse(layout, chain.pixels_from_x0(pred["pred_xstart"]), pixels)
-        l0 = layout.lossless_mask().reshape(-1)
-        mu, sd = pixel_gaussian_params(pred["mean"][l0], pred["log_variance"][l0])
-        symbols = tiles.reshape(-1)[l0].astype(np.int32)
-        coder.encode(symbols, PIXEL_MODEL, mu, sd)
-        kl_total += _decoder_nll_bits(symbols, pred["mean"][l0], pred["log_variance"][l0])
+    # Choose where the chain stops and the exact stage's scale.
+    if forced_stop is None:
+        live_bits = _replay_bits(records, config.chunk_bits)
+        stop = int(np.argmin([b + c.min() for b, c in zip(live_bits, exact_costs)]))
+    else:
+        stop = min(forced_stop, len(records) - 1)
+    scale = int(np.argmin(exact_costs[stop]))
+    index = S - 1 - stop
+
+    # Pass 2: write the stream: steps 0..stop, then the exact stage from the state after ``stop``.
+    coder, models = constriction.stream.queue.RangeEncoder(), _Models(config.chunk_bits)
+    marks = []
+    for rec in records[: stop + 1]:
+        _write_step(coder, models, rec)
         marks.append(coder.num_words())
-        reports.append(StepReport(t=0, bits=0, kl_bits=kl_total, rmse=0.0))
-        if on_step is not None:
-            on_step(1)
-
+    encode_raw_bits(coder, scale, 4)
+    mean, log_var = _exact_params(chain, preds[stop], index, exact_mask)
+    mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * math.log(EXACT_SCALES[scale]))
+    coder.encode(symbols, PIXEL_MODEL, mu, sd)
     words = coder.get_compressed()
-    marks = [min(m, len(words)) for m in marks]
+    # A range decoder reads one word ahead: a prefix needs the word after the step's last one.
+    marks = [min(m + 1, len(words)) for m in marks] + [len(words)]
+    reports = reports[: stop + 1]
+    reports.append(StepReport(t=0, bits=0, kl_bits=reports[-1].kl_bits + float(exact_costs[stop][scale]), rmse=0.0))
+
+    header = header_for(S - stop)
     point_states = _choose_points(len(marks), len(words), config.points)
     points = []
     for s in point_states:
-        is_final = s == len(marks) - 1
-        state = tiles.reshape(-1)[l0].astype(np.float32) if is_final else states[s][real]
-        points.append(TruncationPoint(t=S - s, end_word=marks[s], check=_state_check(words, marks[s], state)))
-    header = StreamHeader(
-        model_id=model.identity[:8],
-        width=layout.width,
-        height=layout.height,
-        mode=mode,
-        num_steps=S,
-        chunk_bits=config.chunk_bits,
-        threads=config.threads,
-        schedule_steps=model.diffusion.num_steps,
-    )
+        final = s == len(marks) - 1
+        state = symbols.astype(np.float32) if final else states[s][real]
+        points.append(TruncationPoint(t=0 if final else S - s, end_word=marks[s], check=_state_check(words, marks[s], state)))
     dfc = DfcFile(header=header, points=tuple(points), words=words, image_crc32=zlib.crc32(pixels.tobytes()))
     data = encode_file(dfc)
     # Each step's rate is the size of the file truncated right after it: the points before it, one for it, its words.
     chosen = set(point_states)
     kept: list[TruncationPoint] = []
     for s, (r, m) in enumerate(zip(reports, marks)):
-        here = TruncationPoint(t=S - s, end_word=m, check=0)
-        r.bits = 8 * (head_size(header, (*kept, here), complete=s == len(marks) - 1) + 4 * m)
+        final = s == len(marks) - 1
+        here = TruncationPoint(t=0 if final else S - s, end_word=m, check=0)
+        r.bits = 8 * (head_size(header, (*kept, here), complete=final) + 4 * m)
         if s in chosen:
             kept.append(points[len(kept)])
     assert reports[-1].bits == 8 * len(data)
     return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims)
 
 
-def _decoder_nll_bits(symbols: np.ndarray, mean: np.ndarray, log_variance: np.ndarray) -> float:
-    """L_0 = −log₂ p_θ(x_0 | x_1) of Eq. 13 summed over the coded subpixels (the ideal cost of the exact stage)."""
-    x = torch.from_numpy(symbols.astype(np.float64) / 127.5 - 1.0)
-    ll = discretized_gaussian_log_likelihood(x, torch.from_numpy(mean), 0.5 * torch.from_numpy(log_variance))
-    return float(-ll.sum()) / _LN2
+def _replay_bits(records: list[_StepRecord], chunk_bits: int) -> list[int]:
+    """Bits of the stream after each step (range-coder words), for choosing where the chain stops."""
+    coder, models = constriction.stream.queue.RangeEncoder(), _Models(chunk_bits)
+    out = []
+    for rec in records:
+        _write_step(coder, models, rec)
+        out.append(32 * coder.num_words())
+    return out
 
 
 def _rmse(layout: TileLayout, tiles_u8: np.ndarray, pixels: np.ndarray) -> float:
@@ -332,48 +446,15 @@ def _rmse(layout: TileLayout, tiles_u8: np.ndarray, pixels: np.ndarray) -> float
     return float(np.sqrt(np.mean((recon.astype(np.float64) - pixels.astype(np.float64)) ** 2)))
 
 
-def _encode_step(coder, chain: _Chain, config: CodecConfig, step: int, rng, x_new, mu_q, sd_q, mu_p, sd_p) -> tuple[float, int]:
-    """Channel-simulate one step over all real dimensions; writes the decoder's sample into ``x_new``."""
-    r = chain.real_idx
-    kl_dims = kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]) / _LN2
-    level, n_chunks, cls = chain.level_of(float(kl_dims.sum()))
-    n_chunks = min(n_chunks, len(r))  # a chunk holds at least one dimension, however large its KL
-    encode_symbol(coder, chain.level_model, level)
-    if n_chunks >= LEVEL_ESCAPE_CHUNKS:
-        _encode_count(coder, n_chunks)
-    parts = chain.chunks(step, n_chunks)
-    keys, coeffs, counts = [], [], []
-    for j, dims in enumerate(parts):
-        chunk_kl = float(kl_nats(mu_q[dims], sd_q[dims], mu_p[dims], sd_p[dims]).sum() / _LN2)
-        keys.append(stream_key(STREAM_SEED, step, j + 1))
-        coeffs.append(log_weight_coefficients(mu_q[dims], sd_q[dims], mu_p[dims], sd_p[dims]))
-        counts.append(1 << min(config.max_candidate_bits, max(0, math.ceil(chunk_kl)) + config.extra_candidate_bits))
-    ks = encode_chunks(keys, coeffs, counts, rng)
-    for j, (dims, k) in enumerate(zip(parts, ks)):
-        chain.index_coder.encode(coder, cls, k)
-        x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(keys[j], k, len(dims))
-    return float(kl_dims.sum()), n_chunks
-
-
-def _encode_count(coder, n: int) -> None:
-    bits = n.bit_length()
-    encode_raw_bits(coder, bits, 6)
-    encode_raw_bits(coder, n, bits)
-
-
-def _decode_count(coder) -> int:
-    return decode_raw_bits(coder, decode_raw_bits(coder, 6))
-
-
-def _decode_step(coder, chain: _Chain, step: int, x_new, mu_p, sd_p) -> None:
-    level = decode_symbol(coder, chain.level_model)
+def _decode_step(coder, models: _Models, chain: _Chain, step: int, x_new, mu_p, sd_p) -> None:
+    level = decode_symbol(coder, models.level)
     n_chunks, cls = chain.from_level(level)
     if n_chunks >= LEVEL_ESCAPE_CHUNKS:
-        n_chunks = _decode_count(coder)
+        n_chunks = decode_raw_bits(coder, decode_raw_bits(coder, 6))
     if n_chunks > len(chain.real_idx):
         raise StreamMismatchError("stream is corrupt (more chunks than dimensions)")
     for j, dims in enumerate(chain.chunks(step, n_chunks)):
-        k = chain.index_coder.decode(coder, cls)
+        k = models.index.decode(coder, cls)
         x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(stream_key(STREAM_SEED, step, j + 1), k, len(dims))
 
 
@@ -385,7 +466,7 @@ def decode(
     seed: int = 0,
     on_step: Callable[[int], None] | None = None,
 ) -> DecodeResult:
-    """Decode a .dfc stream (Algorithm 4) down to the first coded state with t ≤ ``stop_at_t`` that the data holds.
+    """Decode a .dfc stream (Algorithm 4) down to the last coded state with t ≥ ``stop_at_t`` that the data holds.
 
     ``reconstruct`` turns a lossy state x_t into an image: ``mean`` is x̂_0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t
     (the paper's Table 4 / Figure 5 distortion), ``sample`` runs ancestral sampling from x_t,
@@ -411,49 +492,59 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
         )
     if reconstruct not in ("mean", "sample", "flow"):
         raise DiffcodecError(f"unknown reconstruction {reconstruct!r} (mean, sample or flow)")
-    layout = TileLayout(h.height, h.width, h.mode)
     if h.schedule_steps != model.diffusion.num_steps:
         raise DiffcodecError(f"stream uses a {h.schedule_steps}-step schedule, the model has {model.diffusion.num_steps}")
-    chain = _Chain(model, layout, h.num_steps, h.chunk_bits)
+    layout = TileLayout(h.height, h.width, h.mode)
+    chain = _Chain(model, layout, h.num_steps, h.chunk_bits, spacing=h.spacing)
     S = chain.num_steps
-    points = {S - p.t: p for p in dfc.points}  # step after which each point's state exists
+    last_step = S - h.exact_from  # the chain's last coded step; the exact stage follows it
+    # Step s produces the state with chain t = S − s; the exact stage is "step" last_step + 1.
+    points = {(last_step + 1 if p.t == 0 else S - p.t): p for p in dfc.points}
     last_available = max(points)
     # The last coded state with t ≥ stop_at_t (the rule `truncate` uses); stop_at_t = 0 is the exact image.
-    wanted = S if stop_at_t <= 0 else max((s for s in range(S) if chain.paper_t(S - 1 - s) >= stop_at_t), default=0)
+    if stop_at_t <= 0:
+        wanted = last_step + 1
+    else:
+        wanted = max((s for s in range(last_step + 1) if chain.paper_t(S - 1 - s) >= stop_at_t), default=0)
     target = min(wanted, last_available)
     notes = []
     if target < wanted:
-        notes.append(f"stream ends early: decoded to t={_t_of(chain, target)}, its last whole truncation point")
+        notes.append(f"stream ends early: decoded to t={_t_of(chain, target, last_step)}, its last whole truncation point")
 
     words = np.asarray(dfc.words, dtype=np.uint32)
     coder = constriction.stream.queue.RangeDecoder(words if len(words) else np.zeros(1, dtype=np.uint32))
+    models = _Models(h.chunk_bits)
     real = chain.real
     with torch_threads(h.threads):
         x = np.zeros(int(np.prod(layout.shape)))
-        for step in range(min(target + 1, S)):
+        pred = None
+        for step in range(min(target, last_step) + 1):
             index = S - 1 - step
             if step == 0:
                 mu_p, sd_p = chain.prior_params()
             else:
-                pred = chain.predict(x, index + 1)
                 mu_p, sd_p = pred["mean"], np.exp(0.5 * pred["log_variance"])
             x_new = np.empty_like(x)
-            _decode_step(coder, chain, step, x_new, mu_p, sd_p)
+            _decode_step(coder, models, chain, step, x_new, mu_p, sd_p)
             chain.fill_padding(x_new, step, mu_p, sd_p)
             x = x_new.astype(np.float32).astype(np.float64)
             if step in points:
-                _verify(words, points[step], x.astype(np.float32)[real], _t_of(chain, step))
+                _verify(words, points[step], x.astype(np.float32)[real], chain.paper_t(index))
             if on_step is not None:
                 on_step(1)
+            if step < target:
+                pred = chain.predict(x, index)
 
-        if target == S:
-            pred = chain.predict(x, 0)
-            l0 = layout.lossless_mask().reshape(-1)
-            mu, sd = pixel_gaussian_params(pred["mean"][l0], pred["log_variance"][l0])
+        if target == last_step + 1:
+            index = S - 1 - last_step
+            mask = layout.lossless_mask().reshape(-1)
+            scale = decode_raw_bits(coder, 4)
+            mean, log_var = _exact_params(chain, pred, index, mask)
+            mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * math.log(EXACT_SCALES[scale]))
             symbols = coder.decode(PIXEL_MODEL, mu, sd)
             flat = np.zeros(int(np.prod(layout.shape)), dtype=np.uint8)
-            flat[l0] = symbols.astype(np.uint8)
-            _verify(words, points[S], symbols.astype(np.float32), 0)
+            flat[mask] = symbols.astype(np.uint8)
+            _verify(words, points[target], symbols.astype(np.float32), 0)
             pixels = layout.merge(layout.fill_replicated(flat.reshape(layout.shape)))
             if dfc.image_crc32 is not None and zlib.crc32(pixels.tobytes()) != dfc.image_crc32:
                 raise StreamMismatchError("decoded image fails its checksum: the stream is corrupt")
@@ -467,8 +558,8 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
     return DecodeResult(pixels=pixels, mode=h.mode, t=chain.paper_t(index), complete=False, notes=notes)
 
 
-def _t_of(chain: _Chain, step: int) -> int:
-    return 0 if step == chain.num_steps else chain.paper_t(chain.num_steps - 1 - step)
+def _t_of(chain: _Chain, step: int, last_step: int) -> int:
+    return 0 if step > last_step else chain.paper_t(chain.num_steps - 1 - step)
 
 
 def _verify(words: np.ndarray, point: TruncationPoint, state: np.ndarray, t: int) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .diffusion import spaced_timesteps
+from .diffusion import SPACINGS, spaced_timesteps
 from .errors import DiffcodecError
 
 MAGIC = b"DFC"
@@ -84,6 +84,8 @@ class StreamHeader:
     threads: int  # torch thread count of the encoder, 1..255; the decoder must use the same
     flags: int = 0  # reserved bit field; version 1 defines no bits
     schedule_steps: int = 1000  # T of the model's training chain: with num_steps it maps chain t to paper t
+    exact_from: int = 1  # chain t of the state the exact stage codes x_0 from (1: x_1, the paper's L_0)
+    spacing: str = "uniform"  # how the S steps are spread over T (diffusion.SPACINGS)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model_id, (bytes, bytearray)) or len(self.model_id) != MODEL_ID_BYTES:
@@ -93,8 +95,12 @@ class StreamHeader:
             raise DfcFormatError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         for name, hi in (("width", MAX_SIDE), ("height", MAX_SIDE), ("num_steps", MAX_STEPS),
                          ("chunk_bits", MAX_CHUNK_BITS), ("threads", MAX_THREADS),
-                         ("schedule_steps", MAX_SCHEDULE_STEPS)):
+                         ("schedule_steps", MAX_SCHEDULE_STEPS), ("exact_from", MAX_STEPS)):
             object.__setattr__(self, name, _int(name, getattr(self, name), 1, hi))
+        if self.spacing not in SPACINGS:
+            raise DfcFormatError(f"spacing must be one of {', '.join(SPACINGS)}, got {self.spacing!r}")
+        if self.exact_from > self.num_steps:
+            raise DfcFormatError(f"exact_from={self.exact_from} > num_steps={self.num_steps}")
         flags = _int("flags", self.flags, 0, 2**63 - 1)
         if flags & ~KNOWN_FLAGS:
             raise DfcFormatError(f"flags {flags:#x} use bits .dfc version {VERSION} does not define")
@@ -142,6 +148,9 @@ class DfcFile:
             raise DfcFormatError("points must be TruncationPoint objects")
         if points[0].t > self.header.num_steps:
             raise DfcFormatError(f"first point has t={points[0].t} > num_steps={self.header.num_steps}")
+        lossy_tail = [p.t for p in points if p.t != 0]
+        if lossy_tail and min(lossy_tail) < self.header.exact_from:
+            raise DfcFormatError(f"a lossy point has t={min(lossy_tail)} below exact_from={self.header.exact_from}")
         for prev, cur in zip(points, points[1:]):
             if cur.t >= prev.t:
                 raise DfcFormatError(f"t must decrease along the points, got t={cur.t} after t={prev.t}")
@@ -204,7 +213,8 @@ def _header_fields(h: StreamHeader) -> bytes:
     return b"".join((
         MAGIC, bytes((VERSION,)), h.model_id, _varint(h.width), _varint(h.height),
         bytes((MODES.index(h.mode) << 6 | h.chunk_bits, h.threads)),
-        _varint(h.num_steps), _varint(h.schedule_steps), _varint(h.flags),
+        _varint(h.num_steps), _varint(h.schedule_steps), _varint(h.num_steps - h.exact_from),
+        _varint(SPACINGS.index(h.spacing)), _varint(h.flags),
     ))
 
 
@@ -296,7 +306,7 @@ def decode_file(data: bytes) -> DfcFile:
     model_id = r.take(MODEL_ID_BYTES, "header")
     width, height = r.varint("header"), r.varint("header")
     mode_byte, threads = r.uint(1, "header"), r.uint(1, "header")
-    num_steps, schedule_steps, flags = r.varint("header"), r.varint("header"), r.varint("header")
+    num_steps, schedule_steps, exact_gap, spacing, flags = (r.varint("header") for _ in range(5))
     count = r.varint("point table")
     if count * _MIN_POINT_BYTES > len(data) - r.pos:
         raise DfcFormatError(f"file ends inside the .dfc point table of {count} points (cut or corrupt)")
@@ -314,7 +324,8 @@ def decode_file(data: bytes) -> DfcFile:
         if mode_byte >> 6 >= len(MODES):
             raise DfcFormatError(f"unknown mode code {mode_byte >> 6}")
         header = StreamHeader(model_id, width, height, MODES[mode_byte >> 6], num_steps, mode_byte & 0x3F,
-                              threads, flags, schedule_steps)
+                              threads, flags, schedule_steps, num_steps - exact_gap,
+                              SPACINGS[spacing] if spacing < len(SPACINGS) else f"code {spacing}")
         points = tuple(TruncationPoint(*row) for row in rows)
         if not points:
             raise DfcFormatError("no truncation points")
@@ -358,12 +369,12 @@ def paper_timestep(h: StreamHeader, chain_t: int) -> int:
     """The paper's t (0..T) of the state at chain position ``chain_t`` (0..S) of a stream."""
     if chain_t == 0:
         return 0
-    return spaced_timesteps(h.schedule_steps, h.num_steps)[chain_t - 1] + 1
+    return spaced_timesteps(h.schedule_steps, h.num_steps, h.spacing)[chain_t - 1] + 1
 
 
 def chain_position(h: StreamHeader, t: int) -> int:
     """The smallest chain position whose paper t is at least ``t`` (S if none): where --stop-at-t t stops."""
-    kept = spaced_timesteps(h.schedule_steps, h.num_steps)
+    kept = spaced_timesteps(h.schedule_steps, h.num_steps, h.spacing)
     return next((i + 1 for i, k in enumerate(kept) if k + 1 >= t), len(kept)) if t > 0 else 0
 
 
@@ -388,6 +399,8 @@ def describe(f: DfcFile) -> dict[str, Any]:
         "model_id": h.model_id.hex(),
         "num_steps": h.num_steps,
         "schedule_steps": h.schedule_steps,
+        "exact_from_t": paper_timestep(h, h.exact_from),
+        "spacing": h.spacing,
         "chunk_bits": h.chunk_bits,
         "threads": h.threads,
         "flags": h.flags,

@@ -57,18 +57,32 @@ def make_betas(kind: ScheduleKind | str, num_steps: int) -> np.ndarray:
     return cosine_betas(num_steps)
 
 
-def spaced_timesteps(num_steps: int, count: int) -> list[int]:
-    """``count`` original indices evenly spread over ``0..num_steps-1``, always keeping 0 and T-1.
+SPACINGS = ("uniform", "quad")
 
+
+def spaced_timesteps(num_steps: int, count: int, spacing: str = "uniform") -> list[int]:
+    """``count`` original indices spread over ``0..num_steps-1``, always keeping 0 and T-1.
+
+    ``uniform`` spaces them evenly (DDPM's strided sampling); ``quad`` spaces them like
+    (i/(count−1))², dense at low noise where most of the bits are and sparse at high noise
+    where each step carries a few bits (Nichol & Dhariwal 2021 §4 use the same idea for DDIM).
     Keeping index 0 means the last coded step is the paper's t=1, so L_0 is always
     the discretized decoder of Eq. 13 at the schedule's smallest noise level.
     """
     if not 1 <= count <= num_steps:
         raise ValueError(f"steps must be in 1..{num_steps}, got {count}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
     if count == 1:
         return [num_steps - 1]
-    raw = np.round(np.linspace(0, num_steps - 1, count)).astype(int)
-    return sorted(set(int(v) for v in raw))
+    u = np.linspace(0.0, 1.0, count)
+    raw = np.round((u**2 if spacing == "quad" else u) * (num_steps - 1)).astype(int)
+    # Strictly increasing: push collisions at the dense end apart (count ≤ num_steps makes room).
+    for i in range(1, count):
+        raw[i] = max(raw[i], raw[i - 1] + 1)
+    for i in range(count - 2, -1, -1):
+        raw[i] = min(raw[i], raw[i + 1] - 1)
+    return [int(v) for v in raw]
 
 
 @dataclass(frozen=True)
@@ -149,9 +163,9 @@ class GaussianDiffusion:
             last = ac
         return GaussianDiffusion(betas, timesteps=[int(self.timesteps[k]) for k in keep])
 
-    def spaced(self, steps: int) -> "GaussianDiffusion":
-        """Respaced chain of ``steps`` evenly spread steps (the paper's strided sampling)."""
-        return self.respace(spaced_timesteps(self.num_steps, steps))
+    def spaced(self, steps: int, spacing: str = "uniform") -> "GaussianDiffusion":
+        """Respaced chain of ``steps`` steps (the paper's strided sampling; see :func:`spaced_timesteps`)."""
+        return self.respace(spaced_timesteps(self.num_steps, steps, spacing))
 
     # ------------------------------------------------------------------ q
     def q_mean_variance(self, x_start: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -17,12 +17,13 @@ def dataset_bpd(
     batch_size: int = 64,
     seed: int = 0,
     on_batch: Callable[[int], None] | None = None,
+    spacing: str = "uniform",
 ) -> dict:
     """Mean negative ELBO (bits/dim) of uint8 (N, H, W, 3) images with ``steps`` respaced steps.
 
     Returns ``bpd`` and its breakdown ``prior`` (L_T), ``steps`` (Σ L_{t−1}) and ``decoder`` (L_0).
     """
-    diffusion = model.diffusion.spaced(steps)
+    diffusion = model.diffusion.spaced(steps, spacing)
     gen = torch.Generator().manual_seed(seed)
     totals = {"prior": 0.0, "steps": 0.0, "decoder": 0.0}
     per_step = np.zeros(max(diffusion.num_steps - 1, 0))

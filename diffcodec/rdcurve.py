@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -79,13 +79,15 @@ class RDCurve:
 
 @dataclass
 class RDAccumulator:
-    """Pools per-step reports of several encodings into one :class:`RDCurve`, one image at a time."""
+    """Pools per-step reports of several encodings into one :class:`RDCurve`, one image at a time.
+
+    Images may stop their chain at different t (the encoder starts the exact stage where it is
+    cheapest).  At a t an image has no state for, it contributes what ``decode --stop-at-t t``
+    gives: its last state with a larger t, at that state's rate.
+    """
 
     schedule_steps: int | None = None
-    _ts: list[int] | None = None
-    _bits: np.ndarray | None = None
-    _kl_bits: np.ndarray | None = None
-    _squared_error: np.ndarray | None = None
+    _images: list = field(default_factory=list)
     n_images: int = 0
     n_subpixels: int = 0
 
@@ -96,31 +98,34 @@ class RDAccumulator:
         ts = [int(s.t) for s in steps]
         if not ts:
             raise DiffcodecError("an encoding with no steps cannot be added to a curve")
-        if self._ts is None:
-            self._ts = ts
-            self._bits = np.zeros(len(ts))
-            self._kl_bits = np.zeros(len(ts))
-            self._squared_error = np.zeros(len(ts))
-        elif ts != self._ts:
-            raise DiffcodecError(
-                f"steps do not line up: this image was coded at t={ts[:4]}…, earlier ones at t={self._ts[:4]}… "
-                "(encode every image with the same model and --steps)"
-            )
-        self._bits += np.array([s.bits for s in steps], dtype=np.float64)
-        self._kl_bits += np.array([s.kl_bits for s in steps], dtype=np.float64)
+        if any(b >= a for a, b in zip(ts, ts[1:])):
+            raise DiffcodecError(f"steps must have decreasing t, got {ts[:6]}…")
         rmse = np.array([s.rmse for s in steps], dtype=np.float64)
         if not np.all(np.isfinite(rmse)):
             raise DiffcodecError("a step report has no RMSE")
-        self._squared_error += rmse**2 * num_dims
+        bits = np.array([s.bits for s in steps], dtype=np.float64)
+        kl = np.array([s.kl_bits for s in steps], dtype=np.float64)
+        self._images.append((ts, bits, kl, rmse**2 * num_dims))
         self.n_images += 1
         self.n_subpixels += int(num_dims)
 
     def curve(self) -> RDCurve:
-        if self._ts is None:
+        if not self._images:
             raise DiffcodecError("no images were added to the curve")
+        all_ts = sorted({t for ts, *_ in self._images for t in ts}, reverse=True)
+        totals = np.zeros((len(all_ts), 3))
+        for ts, bits, kl, se in self._images:
+            j = 0
+            for row, t in enumerate(all_ts):
+                # Advance to the image's last state with t' ≥ t (its exact image only at t = 0).
+                while j + 1 < len(ts) and ts[j + 1] >= t and (ts[j + 1] > 0 or t == 0):
+                    j += 1
+                if t == 0:
+                    j = len(ts) - 1
+                totals[row] += (bits[j], kl[j], se[j])
         n = self.n_subpixels
         points = []
-        for t, bits, kl, se in zip(self._ts, self._bits, self._kl_bits, self._squared_error):
+        for t, (bits, kl, se) in zip(all_ts, totals):
             rmse = math.sqrt(se / n)
             points.append(RDPoint(t=t, rate_bpd=float(bits / n), rmse=rmse, psnr=psnr_from_rmse(rmse), kl_bpd=float(kl / n)))
         return RDCurve(points=points, n_images=self.n_images, n_subpixels=n, schedule_steps=self.schedule_steps)
