@@ -64,7 +64,7 @@ def command(input, output, stop_at_t, reconstruct, seed, model_path, as_json):
 
     notes = []
     lost = f"{dfc.points_lost} truncation point{'s' if dfc.points_lost != 1 else ''} lost"
-    if result.t > paper_timestep(h, chain_position(h, stop_at_t)):  # the data ran out before the requested state
+    if result.t > paper_timestep(h, max(chain_position(h, stop_at_t), h.exact_from if stop_at_t else 0)):  # data ran out
         if dfc.cut:
             notes.append(f"{input} is cut short ({lost}): decoded to t={result.t}, its last whole truncation point")
         else:

@@ -21,12 +21,14 @@ from .options import codec_options, debug_option, json_option, limit_option, mod
 @model_option
 @json_option
 @debug_option
-def command(folder, csv_path, plot_path, steps, limit, baselines, threads, chunk_bits, max_candidate_bits, model_path, as_json):
+def command(folder, csv_path, plot_path, steps, limit, baselines, threads, spacing, exact_from_t, chunk_bits, max_candidate_bits, model_path,
+            as_json):
     """Encode every image in FOLDER once and report the set's rate and distortion at each coded step.
 
     Rate is bits/dim of the real streams cut after the step, summed over the images; distortion
     is the RMSE (0–255) over all their pixels of the mean reconstruction there. Images may have
-    any size and mode: the chain, and so its steps, is the same for all of them. The plot
+    any size and mode. Each image's chain stops where its exact stage is cheapest; at a t below
+    that, an image counts with its last coded state (what decode --stop-at-t gives). The plot
     follows Figure 5 of Ho et al. 2020: distortion and rate against reverse steps, and
     distortion against rate (with the classical codecs when --baselines is given).
 
@@ -52,7 +54,8 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, chunk
     files = list_images(folder)[:limit]
     model = common.load_model(model_path)
     common.check_steps(steps, model)
-    config = common.codec_config(steps=steps, chunk_bits=chunk_bits, max_candidate_bits=max_candidate_bits, threads=threads)
+    config = common.codec_config(steps=steps, chunk_bits=chunk_bits, max_candidate_bits=max_candidate_bits,
+                                 spacing=spacing, exact_from_t=exact_from_t, threads=threads)
 
     acc = rdcurve.RDAccumulator(schedule_steps=model.diffusion.num_steps)
     kept_images = []

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Every figure in BENCHMARKS.md, in one go (about 30–40 minutes on 2 CPU cores).
+# Usage: bash bench/run_all.sh [MODEL]   (default: the shipped model)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+model=${1:-models/default.pt}
+data=../shared/data/cifar10-test-png
+mkdir -p bench/results
+# The model's negative ELBO (issue: bits/dim at 100 and 1000 steps).
+diffcodec nll "$data" --steps 100 --model "$model" --json > bench/results/nll_s100.json
+diffcodec nll "$data" --steps 1000 --limit 50 --model "$model" --json > bench/results/nll_s1000_50.json
+# The codec: file size against the ELBO, prefix rates, exactness, speed.
+python bench/codec_cifar.py --data "$data" --limit 20 --model "$model" --out bench/results/codec_cifar.json
+# Rate–distortion on the test images, with the classical codecs at matched rates.
+diffcodec rd-curve "$data" --limit 100 --model "$model" --baselines \
+    --csv bench/results/rd_cifar100.csv -o bench/results/rd_cifar100.png --json > bench/results/rd_cifar100.json
+# Classical lossless codecs on all 500 test images.
+python bench/baselines_lossless.py --data "$data" --out bench/results/baselines_lossless.json
+python bench/truncation_series.py --model "$model" --out docs/truncation-series.png
