@@ -16,9 +16,12 @@ def _steps_to_decode(header, last_chain_t: int, stop_at_t: int) -> int:
     """How many times the codec reports progress for this decode (mirrors diffcodec.codec.decode)."""
     from diffcodec.container import chain_position
 
-    S = header.num_steps
-    target = S - max(chain_position(header, stop_at_t), last_chain_t)  # steps after which the state exists
-    return min(target + 1, S) + (target == S)
+    last_step = header.num_steps - header.exact_from  # the chain's last coded step; the exact stage follows
+    exact = last_step + 1
+    wanted = exact if stop_at_t == 0 else min(header.num_steps - chain_position(header, stop_at_t), last_step)
+    available = exact if last_chain_t == 0 else header.num_steps - last_chain_t
+    target = min(wanted, available)
+    return min(target, last_step) + 1 + (target == exact)
 
 
 @click.command("decode")

@@ -34,7 +34,7 @@ import torch
 
 from .channel import decode_chunk, encode_chunks, kl_nats, log_weight_coefficients
 from .container import DfcFile, StreamHeader, TruncationPoint, head_size
-from .diffusion import GaussianDiffusion, spaced_timesteps
+from .diffusion import SPACINGS, GaussianDiffusion, spaced_timesteps
 from .entropy import (
     PIXEL_MODEL,
     AdaptiveCategorical,
@@ -81,6 +81,10 @@ class CodecConfig:
             raise DiffcodecError(f"max_candidate_bits must be in 1..{MAX_INDEX_BITS}")
         if not 1 <= self.threads <= 255:
             raise DiffcodecError("threads must be in 1..255")
+        if self.spacing not in SPACINGS:
+            raise DiffcodecError(f"spacing must be one of {', '.join(SPACINGS)}, got {self.spacing!r}")
+        if self.exact_from_t is not None and self.exact_from_t < 1:
+            raise DiffcodecError("exact_from_t must be at least 1")
 
 
 @dataclass
@@ -404,6 +408,8 @@ def encode(
     mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * math.log(EXACT_SCALES[scale]))
     coder.encode(symbols, PIXEL_MODEL, mu, sd)
     words = coder.get_compressed()
+    if on_step is not None:
+        on_step(1)
     # A range decoder reads one word ahead: a prefix needs the word after the step's last one.
     marks = [min(m + 1, len(words)) for m in marks] + [len(words)]
     reports = reports[: stop + 1]

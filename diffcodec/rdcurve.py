@@ -1,9 +1,10 @@
 """Rate-distortion curves of the progressive codec over a set of images (``diffcodec rd-curve``).
 
 Every image is encoded once; each coded step of the chain is a truncation point, so one
-encoding gives a whole curve (Ho et al. 2020, Figure 5 and Table 4).  The chain, and so
-its list of timesteps, is the same for every image of any size, so the points of
-different images line up by step and pool into one curve for the set:
+encoding gives a whole curve (Ho et al. 2020, Figure 5 and Table 4).  The chain's timesteps
+are the same for every image, but each image stops its chain where its exact stage is
+cheapest; at a t below that, an image counts with its last coded state (what
+``decode --stop-at-t`` gives).  The points pool into one curve for the set:
 
 * rate: real stream bits summed over the images, divided by the set's subpixels
   (a subpixel is one channel of one pixel), in bits/dim;

@@ -1,7 +1,9 @@
 """The ``diffcodec`` verbs through click's CliRunner, with the tiny random model (seconds in all).
 
 Random models put a huge KL in every step, so encodings use tiny images, ``--steps 3`` and
-the hidden ``--max-candidate-bits 8`` to keep the channel simulation cheap.
+the hidden ``--max-candidate-bits 8`` to keep the channel simulation cheap.  With such a
+model the encoder starts the exact stage early (coding x_0 directly from x_501 is far cheaper
+than channel-simulating x_1), so the files here code x_1000, x_501, then the exact image.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from diffcodec.cli.main import main
 from diffcodec.container import decode_file
 from diffcodec.models import checkpoint
 
-FAST = ["--steps", "3", "--max-candidate-bits", "8"]
+FAST = ["--steps", "3", "--max-candidate-bits", "8", "--spacing", "uniform"]  # t = 1000, 501, 1
 VERBS = ["encode", "decode", "truncate", "info", "nll", "rd-curve"]
 
 
@@ -70,7 +72,7 @@ def model(tiny_model_path) -> str:
 
 @pytest.fixture(scope="module")
 def encoded(work, model) -> dict:
-    """One 20×13 RGB image encoded with every step a truncation point."""
+    """One 20×13 RGB image encoded with every coded state a truncation point (x_1000, x_501, x_0)."""
     image = work / "rgb.png"
     pixels = random_image(image, 13, 20, "RGB")
     out = work / "rgb.dfc"
@@ -94,11 +96,12 @@ def test_encode_json_last_line(encoded):
     assert {"bits_total", "bpd", "steps"} <= out.keys()
     assert out["bits_total"] == 8 * encoded["dfc"].stat().st_size
     assert out["bpd"] == pytest.approx(out["bits_total"] / (13 * 20 * 3))
-    assert len(out["steps"]) == 4  # 3 coded steps and the exact stage
     for step in out["steps"]:
         assert {"t", "bits", "bpd", "rmse"} <= step.keys()
     ts = [s["t"] for s in out["steps"]]
-    assert ts == sorted(ts, reverse=True) and ts[0] == 1000 and ts[-1] == 0
+    # The coded states down to where the exact stage starts (x_501 here, exact_from), then the exact image.
+    assert ts == [1000, 501, 0]
+    assert out["file"]["points"] == ts and out["file"]["complete"] and out["file"]["t"] == 0
     assert out["steps"][-1]["rmse"] == 0 and out["steps"][0]["rmse"] > 0
     bits = [s["bits"] for s in out["steps"]]
     assert bits == sorted(bits)
@@ -108,7 +111,8 @@ def test_encode_human_table(encoded, work, model):
     result = run("encode", encoded["image"], "-o", work / "table.dfc", "--model", model, *FAST)
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["t", "bits", "bits/dim", "RMSE", "PSNR"]
-    assert [line.split()[0] for line in lines[2:6]] == ["1000", "501", "1", "0"]
+    assert "2 coded steps" in lines[0]
+    assert [line.split()[0] for line in lines[2:5]] == ["1000", "501", "0"]
     assert lines[-1].startswith("wrote")
 
 
@@ -121,6 +125,18 @@ def test_decode_stop_at_t(encoded, work, model):
     for how in ("sample", "flow"):
         run("decode", encoded["dfc"], "-o", work / f"{how}.png", "--stop-at-t", 600, "--reconstruct", how, "--model", model)
         assert Image.open(work / f"{how}.png").size == (20, 13)
+
+
+@pytest.mark.parametrize("stop", [1, 2, 500, 501])
+def test_decode_stop_below_exact_from_gives_its_last_lossy_state(encoded, work, model, stop):
+    """The chain stopped at x_501 (exact_from), so any --stop-at-t in 1..501 gives x_501, and the file is
+    neither truncated nor cut: no note (stop 1 used to print "truncated at t=0")."""
+    info = last_json(run("info", encoded["dfc"], "--json"))
+    assert (info["exact_from_t"], info["spacing"], info["complete"]) == (501, "uniform", True)
+    result = run("decode", encoded["dfc"], "-o", work / "low.png", "--stop-at-t", stop, "--model", model, "--json")
+    out = last_json(result)
+    assert out["t"] == 501 and not out["complete"] and out["notes"] == []
+    assert "note" not in result.stderr
 
 
 def test_encode_stop_at_t_writes_truncated_file(encoded, work, model):
@@ -138,9 +154,12 @@ def test_cut_file_decodes_to_last_whole_point(encoded, work, model):
     data = encoded["dfc"].read_bytes()
     full = decode_file(data)
     head = len(data) - 4 * len(full.words)
-    cuts = [len(data) - 1, len(data) - 4 * (full.points[-1].end_word - full.points[-2].end_word), head + 4 * full.points[1].end_word + 2]
+    assert [p.t for p in full.points] == [3, 2, 0]  # chain t: x_1000, x_501 (exact_from), the exact image
+    cuts = [len(data) - 1, len(data) - 4 * (full.points[-1].end_word - full.points[-2].end_word),
+            head + 4 * full.points[1].end_word + 2, head + 4 * full.points[1].end_word - 1]
     for k, cut in enumerate(cuts):
-        expected_t = {1: 1, 2: 501}[decode_file(data[:cut]).points[-1].t]
+        expected_t = {3: 1000, 2: 501}[decode_file(data[:cut]).points[-1].t]
+        assert expected_t == (1000 if k == 3 else 501)
         path = work / f"cut{k}.dfc"
         path.write_bytes(data[:cut])
         result = run("decode", path, "-o", work / f"cut{k}.png", "--model", model, "--json")
@@ -316,10 +335,12 @@ def test_rd_curve_csv_plot_json(work, model):
     result = run(*args, *(["-o", plot_path] if have_mpl else []))
     out = last_json(result)
     assert out["images"] == 2 and out["subpixels"] == 32 * 32 * 3 + 13 * 20
-    assert [p["t"] for p in out["points"]] == [1000, 501, 1, 0]
+    # One point per t either image coded (the chains may stop at different t), then the exact images.
+    ts = [p["t"] for p in out["points"]]
+    assert ts == sorted(set(ts), reverse=True) and ts[0] == 1000 and ts[-1] == 0 and set(ts) <= {1000, 501, 1, 0}
     assert out["points"][-1]["rmse"] == 0 and out["points"][-1]["psnr"] is None
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "t,rate_bpd,rmse,psnr,kl_bpd" and len(lines) == 5
+    assert lines[0] == "t,rate_bpd,rmse,psnr,kl_bpd" and len(lines) == len(ts) + 1
     if have_mpl:
         assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     human = run("rd-curve", folder, "--limit", 1, "--model", model, *FAST).stdout

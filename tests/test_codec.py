@@ -5,6 +5,13 @@ keeps channel simulation cheap (truncated PFR is still exactly decodable: the en
 conditions on the sample the decoder will have).  Encoder and decoder run the network
 on one thread, as the stream header says.
 
+The encoder stops the chain where (bits so far + cost of coding x_0 directly from the state)
+is smallest and starts the exact stage there (header field ``exact_from``).  With a random
+model the exact stage is far cheaper than channel simulation, so ``CONFIG`` files usually
+stop after two states (x_1000, x_501, then x_0).  Tests that need the whole chain (reports
+over all steps, stop-at-t at every coded t, cuts and truncation at several points) use
+``FULL``, which forces the exact stage to start at x_1 (the paper's L_0).
+
 GOLDEN BITSTREAM: tests/expected/codec_v1.sha256 is the SHA-256 of the file produced by
 :func:`golden_encoding`.  It pins the whole format (container, shared randomness, chunking,
 PFR, range coding) *and* the tiny model's arithmetic, so it is machine-dependent (see the
@@ -30,7 +37,8 @@ from diffcodec.errors import DiffcodecError
 from conftest import make_tiny_model
 
 GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v1.sha256"
-CONFIG = CodecConfig(steps=3, max_candidate_bits=8)
+CONFIG = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform")
+FULL = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_from_t=1)  # the whole chain, exact stage from x_1
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
 
 
@@ -40,31 +48,46 @@ def image(h: int, w: int, mode: str, seed: int = 0) -> np.ndarray:
 
 def golden_encoding() -> bytes:
     model = make_tiny_model(seed=0)
-    return encode(image(8, 8, "RGB", seed=0), "RGB", model, CodecConfig(steps=3, max_candidate_bits=8, threads=1)).data
+    return encode(image(8, 8, "RGB", seed=0), "RGB", model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1)).data
 
 
 def payload_start(data: bytes) -> int:
     return len(data) - 4 * len(decode_file(data).words)
 
 
+def lossy_ts(result) -> list[int]:
+    """Paper t of the lossy states a stream codes (the chain down to where the exact stage starts)."""
+    return [s.t for s in result.steps[:-1]]
+
+
 @pytest.fixture(scope="module")
 def rgb32(tiny_model):
+    """The whole chain (FULL): x_1000, x_501, x_1, x_0."""
     pixels = image(32, 32, "RGB")
-    return pixels, encode(pixels, "RGB", tiny_model, CONFIG)
+    return pixels, encode(pixels, "RGB", tiny_model, FULL)
 
 
 @pytest.fixture(scope="module")
 def rgb8(tiny_model):
+    """Adaptive (CONFIG): the chain stops at x_501 for this image."""
     pixels = image(8, 8, "RGB")
     return pixels, encode(pixels, "RGB", tiny_model, CONFIG)
 
 
+@pytest.fixture(scope="module")
+def rgb8_full(tiny_model):
+    pixels = image(8, 8, "RGB")
+    return pixels, encode(pixels, "RGB", tiny_model, FULL)
+
+
 # ---------------------------------------------------------------------------- round trips
 
+@pytest.mark.parametrize("config", [CONFIG, FULL, CodecConfig(steps=5, max_candidate_bits=8, spacing="quad")],
+                         ids=["adaptive", "full-chain", "quad"])
 @pytest.mark.parametrize("mode, h, w", [("RGB", 32, 32), ("L", 7, 40), ("RGBA", 33, 5)])
-def test_round_trip_is_exact(tiny_model, mode, h, w):
+def test_round_trip_is_exact(tiny_model, mode, h, w, config):
     pixels = image(h, w, mode, seed=h + w)
-    result = encode(pixels, mode, tiny_model, CONFIG)
+    result = encode(pixels, mode, tiny_model, config)
     out = decode(result.data, tiny_model)
     assert out.complete and out.t == 0 and out.mode == mode and out.notes == []
     assert out.pixels.dtype == np.uint8
@@ -82,14 +105,20 @@ def test_encoding_is_deterministic(tiny_model):
     a = encode(pixels, "RGB", tiny_model, CONFIG, on_step=calls.append)
     b = encode(pixels, "RGB", tiny_model, CONFIG)
     assert a.data == b.data
-    assert sum(calls) == CONFIG.steps + 1  # every coded step and the exact stage report progress
+    # One report per step of the chain the encoder ran (at least the coded ones, at most all S: it may
+    # run a step or two past the cheapest stopping point before it knows it is past it), plus the exact stage.
+    assert len(lossy_ts(a)) + 1 <= sum(calls) <= CONFIG.steps + 1
+    calls.clear()
+    encode(pixels, "RGB", tiny_model, FULL, on_step=calls.append)
+    assert sum(calls) == FULL.steps + 1
 
 
 def test_step_reports(rgb32):
     pixels, result = rgb32
     steps = result.steps
-    kept = spaced_timesteps(1000, CONFIG.steps)
+    kept = spaced_timesteps(1000, FULL.steps)
     assert [s.t for s in steps] == [k + 1 for k in reversed(kept)] + [0]
+    assert result.file.header.exact_from == 1
     bits = [s.bits for s in steps]
     assert bits == sorted(bits)
     assert bits[-1] == 8 * len(result.data) == result.bits_total
@@ -105,7 +134,70 @@ def test_step_reports(rgb32):
         assert report.bits == 8 * len(encode_file(truncate(result.file, point.t)))
 
 
-@pytest.mark.parametrize("kwargs", [{"chunk_bits": 0}, {"chunk_bits": 17}, {"max_candidate_bits": 21}, {"threads": 0}])
+def test_adaptive_stream_codes_states_down_to_exact_from_then_x0(rgb8):
+    """The step list is [x_T .. the state the exact stage codes from] + [t=0]; the header's exact_from names that state."""
+    pixels, result = rgb8
+    h = result.file.header
+    ts = [s.t for s in result.steps]
+    kept = [k + 1 for k in reversed(spaced_timesteps(1000, CONFIG.steps))]  # 1000, 501, 1
+    assert ts == [1000, 501, 0]  # the random model's exact stage is cheaper than channel-simulating x_1
+    assert ts[:-1] == kept[: len(ts) - 1] and ts[-1] == 0
+    assert (h.num_steps, h.schedule_steps, h.spacing) == (CONFIG.steps, 1000, "uniform")
+    assert h.exact_from == 2 and paper_timestep(h, h.exact_from) == ts[-2]
+    assert [paper_timestep(h, p.t) for p in result.file.points] == ts  # every coded state is a point here
+    bits = [s.bits for s in result.steps]
+    assert bits == sorted(bits) and bits[-1] == 8 * len(result.data)
+    for report, point in zip(result.steps, result.file.points):
+        assert report.bits == 8 * len(encode_file(truncate(result.file, point.t)))
+    assert result.steps[-1].rmse == 0.0 and all(np.isfinite(s.rmse) for s in result.steps)
+
+
+@pytest.mark.parametrize("steps, mode, h, w", [(3, "RGB", 8, 8), (6, "RGB", 8, 8), (5, "L", 7, 40)])
+def test_adaptive_stop_is_the_cheapest_forced_stop(tiny_model, steps, mode, h, w):
+    """The adaptive file is the file forced to start the exact stage where it chose, and no forced stopping
+    point is more than a table row and a word smaller (the encoder's estimate counts payload bits only)."""
+    pixels = image(h, w, mode, seed=steps)
+    chosen = encode(pixels, mode, tiny_model, CodecConfig(steps=steps, max_candidate_bits=8, spacing="uniform"))
+    forced = {}
+    for t in [k + 1 for k in spaced_timesteps(1000, steps)]:
+        r = encode(pixels, mode, tiny_model, CodecConfig(steps=steps, max_candidate_bits=8, spacing="uniform", exact_from_t=t))
+        assert lossy_ts(r)[-1] == t and r.file.header.exact_from == steps - lossy_ts(r).index(t)
+        forced[t] = r
+    assert chosen.data == forced[lossy_ts(chosen)[-1]].data
+    assert len(chosen.data) <= min(len(r.data) for r in forced.values()) + 8
+    assert len(chosen.data) < len(forced[1].data)  # a random model: stopping early pays
+
+
+@pytest.mark.parametrize("exact_from_t, expected", [
+    (5000, [1000]), (1000, [1000]), (999, [1000]), (600, [1000]), (501, [1000, 501]), (500, [1000, 501]),
+    (2, [1000, 501]), (1, [1000, 501, 1]),
+])
+def test_exact_from_t_forces_the_last_coded_state_with_t_at_least_it(tiny_model, exact_from_t, expected):
+    pixels = image(8, 8, "RGB", seed=5)
+    result = encode(pixels, "RGB", tiny_model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_from_t=exact_from_t))
+    assert lossy_ts(result) == expected and result.steps[-1].t == 0
+    h = result.file.header
+    assert h.exact_from == 4 - len(expected) and paper_timestep(h, h.exact_from) == expected[-1]
+    np.testing.assert_array_equal(decode(result.data, tiny_model).pixels, pixels)
+
+
+def test_quad_spacing_is_written_and_decoded(tiny_model):
+    pixels = image(8, 8, "RGB", seed=7)
+    result = encode(pixels, "RGB", tiny_model, CodecConfig(steps=6, max_candidate_bits=8, exact_from_t=1, spacing="quad"))
+    h = result.file.header
+    kept = spaced_timesteps(1000, 6, "quad")
+    assert h.spacing == "quad" and kept != spaced_timesteps(1000, 6)
+    assert [s.t for s in result.steps] == [k + 1 for k in reversed(kept)] + [0]
+    point_ts = [paper_timestep(h, p.t) for p in result.file.points]  # 6 of the 7 states get a point
+    assert set(point_ts) <= {s.t for s in result.steps} and point_ts[0] == 1000 and point_ts[-1] == 0
+    assert decode_file(result.data).header.spacing == "quad"
+    for t in [k + 1 for k in kept]:
+        assert decode(result.data, tiny_model, stop_at_t=t).t == t
+    np.testing.assert_array_equal(decode(result.data, tiny_model).pixels, pixels)
+
+
+@pytest.mark.parametrize("kwargs", [{"chunk_bits": 0}, {"chunk_bits": 17}, {"max_candidate_bits": 21}, {"threads": 0},
+                                    {"spacing": "cubic"}, {"exact_from_t": 0}])
 def test_bad_configs_are_refused(kwargs):
     with pytest.raises(DiffcodecError):
         CodecConfig(**kwargs)
@@ -117,23 +209,35 @@ CODED_T = [1000, 501, 1]  # paper t of the lossy states of a 3-step chain over T
 
 
 @pytest.mark.parametrize("stop", [5000, 1000, 999, 600, 501, 500, 2, 1, 0])
-def test_stop_at_t_decodes_the_last_state_at_or_above_it(tiny_model, rgb8, stop):
-    """decode(stop_at_t=t) stops at the last coded state with t' ≥ t (the rule `truncate` uses); 0 is the exact image."""
-    pixels, result = rgb8
+@pytest.mark.parametrize("which", ["full", "adaptive"])
+def test_stop_at_t_decodes_the_last_state_at_or_above_it(tiny_model, rgb8, rgb8_full, which, stop):
+    """decode(stop_at_t=t) stops at the last coded state with t' ≥ t (the rule `truncate` uses); 0 is the exact image.
+
+    The adaptive file's chain stops at x_501 (exact_from), so stop_at_t 500..1 give x_501, its last lossy state.
+    """
+    pixels, result = rgb8_full if which == "full" else rgb8
+    coded = CODED_T if which == "full" else [1000, 501]
+    assert lossy_ts(result) == coded
     out = decode(result.data, tiny_model, stop_at_t=stop)
-    expected = min((t for t in CODED_T if t >= stop), default=CODED_T[0]) if stop > 0 else 0
+    expected = min((t for t in coded if t >= stop), default=coded[0]) if stop > 0 else 0
     assert out.t == expected
-    assert out.t >= stop or stop > CODED_T[0]
-    assert out.complete == (stop == 0)
+    assert out.t >= stop or stop > coded[0]
+    assert out.complete == (stop == 0) and out.notes == []
     assert out.pixels.shape == pixels.shape and out.pixels.dtype == np.uint8
-    # the same state the CLI's `truncate --stop-at-t` keeps
+    # the same state the CLI's `truncate --stop-at-t` keeps (with every coded state a point)
     header = result.file.header
-    assert out.t == paper_timestep(header, chain_position(header, stop))
+    kept = truncate(result.file, chain_position(header, stop))
+    assert out.t == paper_timestep(header, kept.points[-1].t)
+    if stop > 0:
+        assert decode(kept, tiny_model, stop_at_t=stop).t == expected
+        np.testing.assert_array_equal(decode(kept, tiny_model).pixels, out.pixels)
+    if which == "full":
+        assert out.t == paper_timestep(header, chain_position(header, stop))
 
 
 @pytest.mark.parametrize("method", ["sample", "flow"])
 def test_other_reconstructions_have_the_right_shape(tiny_model, rgb8, method):
-    pixels, result = rgb8
+    pixels, result = rgb8  # x_501 is this file's last lossy state
     out = decode(result.data, tiny_model, stop_at_t=501, reconstruct=method, seed=1)
     assert out.t == 501 and out.pixels.shape == pixels.shape
     again = decode(result.data, tiny_model, stop_at_t=501, reconstruct=method, seed=1)
@@ -148,8 +252,8 @@ def test_unknown_reconstruction_is_refused(tiny_model, rgb8):
 def test_cut_files_decode_to_their_last_whole_point(tiny_model, rgb32):
     """A file cut at any byte: DfcFormatError inside the header (or before the first point), else the last whole point.
 
-    The sample includes each point's exact end and the byte before it.  Whether a cut exactly at a point's
-    end decodes depends on the range coder's state there: see test_every_truncation_point_decodes (xfail).
+    The sample includes each point's exact end and the byte before it (end_word includes the range decoder's
+    look-ahead word, so a cut exactly at a point's end decodes to it).
     """
     pixels, result = rgb32
     data = result.data
@@ -172,29 +276,34 @@ def test_cut_files_decode_to_their_last_whole_point(tiny_model, rgb32):
             assert out.notes and f"t={out.t}" in out.notes[0]
 
 
-@pytest.mark.xfail(strict=True, raises=StreamMismatchError, reason=(
-    "codec.encode sets each truncation point's end_word to coder.num_words() after the step, but constriction's "
-    "range coder needs one more word to decode the step's last symbols: ~10% of points fail their check "
-    "(measured with constriction 0.5.0: 424 of 4000 prefixes at num_words() decode wrongly, 0 of 4000 at num_words()+1). "
-    "Here e.g. the 8×8 RGB image of seed 0 fails at t=1."))
-def test_every_truncation_point_decodes(tiny_model):
+@pytest.mark.parametrize("config", [CONFIG, FULL], ids=["adaptive", "full-chain"])
+def test_every_truncation_point_decodes(tiny_model, config):
+    """Each point's end_word is min(words after its step + 1, total): the + 1 is the range decoder's look-ahead word.
+
+    With end_word = words after the step, ~10% of points failed their check (constriction 0.5.0: 424 of 4000
+    prefixes; e.g. the 8×8 RGB image of seed 0 at t=1).
+    """
     for seed in range(12):
         pixels = image(8, 8, "RGB", seed=seed)
-        result = encode(pixels, "RGB", tiny_model, CONFIG)
+        result = encode(pixels, "RGB", tiny_model, config)
+        words = len(result.file.words)
         for point in result.file.points:
+            assert point.end_word <= words
             out = decode(truncate(result.file, point.t), tiny_model)
             assert out.t == paper_timestep(result.file.header, point.t)
+            assert out.complete == (point.t == 0)
+        assert result.file.points[-1].end_word == words
 
 
 # ---------------------------------------------------------------------------- corruption
 
 @pytest.fixture(scope="module")
 def flip_outcomes(tiny_model, rgb8):
-    """Decode the 8×8 file with single payload bits flipped (every 5th byte, varying bit): what happened each time."""
+    """Decode the 8×8 file with single payload bits flipped (every byte, varying bit): what happened each time."""
     pixels, result = rgb8
     data = result.data
     outcomes = []
-    for n, pos in enumerate(range(payload_start(data), len(data), 5)):
+    for n, pos in enumerate(range(payload_start(data), len(data))):
         bit = n % 8
         corrupt = bytearray(data)
         corrupt[pos] ^= 1 << bit
@@ -264,6 +373,8 @@ def test_a_model_with_another_schedule_length_is_refused(rgb8):
 
 def test_golden_bitstream():
     """SHA-256 of golden_encoding() (8×8 RGB from seed 0, make_tiny_model(seed=0), 3 steps, K ≤ 2^8, 1 thread).
+
+    The encoder picks exact_from itself: the stream codes x_1000, x_501, then the exact stage from x_501.
 
     MACHINE-DEPENDENT: the stream depends on the tiny U-Net's float32 outputs, which may differ at ~1e-6
     between CPUs, BLAS builds and torch versions (and the random initialisation may change between torch

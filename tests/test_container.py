@@ -24,15 +24,18 @@ from hypothesis import strategies as st
 from diffcodec import container
 from diffcodec.container import (
     MAGIC, MAX_SIDE, MAX_STEPS, VERSION, DfcFile, DfcFormatError, StreamHeader, TruncationPoint,
-    decode_file, describe, encode_file, truncate,
+    chain_position, decode_file, describe, encode_file, paper_timestep, truncate,
 )
+from diffcodec.diffusion import SPACINGS
 from diffcodec.errors import DiffcodecError
 
 GOLDEN_PATH = Path(__file__).parent / "expected" / "container_v1.dfc"
 
+# exact_from and spacing take non-default values, so the vector pins how they are stored (S − exact_from,
+# then the spacing code before flags: swapping two adjacent fields would change the bytes).
 GOLDEN = DfcFile(
     header=StreamHeader(model_id=bytes.fromhex("0123456789abcdef"), width=32, height=24, mode="RGB",
-                        num_steps=1000, chunk_bits=12, threads=2),
+                        num_steps=1000, chunk_bits=12, threads=2, exact_from=10, spacing="quad"),
     points=(
         TruncationPoint(t=1000, end_word=1, check=0x1111),
         TruncationPoint(t=999, end_word=3, check=0x2222),
@@ -200,15 +203,24 @@ def test_payload_corruption_is_left_to_the_codec_checks() -> None:
     assert g.points == GOLDEN.points and g.words[-1] != GOLDEN.words[-1]
 
 
-# Offsets in GOLDEN's header: 12 width, 13 height, 14 mode<<6|chunk_bits, 15 threads, 16-17 S, 18-19 T, 20 flags, 21 count.
+# Offsets in GOLDEN's header: 12 width, 13 height, 14 mode<<6|chunk_bits, 15 threads, 16-17 S, 18-19 T,
+# 20-21 S − exact_from (990), 22 spacing code (1 = quad), 23 flags, 24 count.
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda b: b.__setitem__(12, 0), "width must be in 1..65535"),
     (lambda b: b.__setitem__(14, 0xC0 | 12), "unknown mode code 3"),
     (lambda b: b.__setitem__(14, 0x40), "chunk_bits must be in 1..63"),
     (lambda b: b.__setitem__(15, 0), "threads must be in 1..255"),
-    (lambda b: b.__setitem__(20, 1), "flags 0x1"),
-    (lambda b: b.__setitem__(slice(21, 22), b"\xff\x7f"), "ends inside the .dfc point table"),
+    (lambda b: b.__setitem__(23, 1), "flags 0x1"),
+    (lambda b: b.__setitem__(slice(24, 25), b"\xff\x7f"), "ends inside the .dfc point table"),
     (lambda b: b.__setitem__(slice(12, 13), b"\xa0\x00"), "over-long number"),
+    # S − exact_from = 1000: exact_from 0 (a stored gap can never make exact_from > S; see the construction tests).
+    (lambda b: b.__setitem__(slice(20, 22), b"\xe8\x07"), "exact_from must be in 1..4000, got 0"),
+    (lambda b: b.__setitem__(slice(20, 22), b"\xff\xff\x03"), "exact_from must be in 1..4000, got -64535"),
+    # S − exact_from = 900: exact_from 100, but the file has a lossy point at t=10 (the chain stopped before it).
+    (lambda b: b.__setitem__(slice(20, 22), b"\x84\x07"), "a lossy point has t=10 below exact_from=100"),
+    (lambda b: b.__setitem__(22, 2), "spacing must be one of uniform, quad, got 'code 2'"),
+    (lambda b: b.__setitem__(22, 0x7F), "spacing must be one of uniform, quad, got 'code 127'"),
+    (lambda b: b.__setitem__(slice(22, 23), b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01"), "got 'code 9223372036854775808'"),
     # S=4001 and S=999 shift every t by one, so the last point is no longer t=0: drop image_crc32 too.
     (lambda b: (b.__setitem__(slice(16, 18), b"\xa1\x1f"), b.__delitem__(slice(-4, None))),
      "num_steps must be in 1..4000"),
@@ -216,13 +228,32 @@ def test_payload_corruption_is_left_to_the_codec_checks() -> None:
      "t must be in 0..4000, got -1"),
 ])
 def test_well_sealed_but_invalid_header_is_refused(edit: Callable[[bytearray], None], message: str) -> None:
-    with pytest.raises(DfcFormatError, match=message):
+    with pytest.raises(DfcFormatError, match=message) as info:
         decode_file(resealed(GOLDEN, edit))
+    assert type(info.value) is DfcFormatError and "\n" not in str(info.value)
+
+
+def test_header_offsets_of_the_new_fields() -> None:
+    """The fields after T, in order: S − exact_from, spacing code, flags (what the offsets above assume)."""
+    data = encode_file(GOLDEN)
+    assert data[16:25] == bytes.fromhex("e807" "e807" "de07" "01" "00" "05")  # S, T, 1000 − 10, quad, flags, 5 points
+    small = encode_file(SMALL)
+    assert small[16:22] == bytes.fromhex("03" "e807" "02" "00" "00")  # S=3, T=1000, 3 − 1, uniform, flags
+
+
+@pytest.mark.parametrize("spacing", SPACINGS)
+@pytest.mark.parametrize("exact_from", [1, 2, 3])
+def test_exact_from_and_spacing_round_trip(exact_from: int, spacing: str) -> None:
+    h = StreamHeader(bytes(8), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, exact_from=exact_from, spacing=spacing)
+    lowest = (TruncationPoint(exact_from, 1, 0xABCD),) if exact_from < 3 else ()  # the last lossy state, x_exact_from
+    f = DfcFile(h, (TruncationPoint(3, 0, 0), *lowest, TruncationPoint(0, 2, 0x0102)), SMALL.words, image_crc32=0)
+    g = decode_file(encode_file(f))
+    assert g == f and (g.header.exact_from, g.header.spacing) == (exact_from, spacing)
 
 
 def test_file_without_points_is_refused() -> None:
-    body = bytearray(encode_file(SMALL)[:20])  # magic through flags, then a point count of 0
-    assert body[-1] == 0  # flags
+    body = bytearray(encode_file(SMALL)[:22])  # magic through flags, then a point count of 0
+    assert body[-3:] == b"\x02\x00\x00"  # S − exact_from = 2, spacing uniform, flags 0
     with pytest.raises(DfcFormatError, match="no truncation points"):
         decode_file(bytes(body) + bytes([0]) + binascii.crc_hqx(body + b"\0", 0xFFFF).to_bytes(2, "little"))
 
@@ -236,11 +267,11 @@ def _header(**changes: object) -> StreamHeader:
 
 
 def _file(points: list[tuple[int, int]], n_words: int | None = None, crc: int | None = 0,
-          words: np.ndarray | None = None) -> DfcFile:
+          words: np.ndarray | None = None, exact_from: int = 1) -> DfcFile:
     pts = tuple(TruncationPoint(t, e, 0) for t, e in points)
     if words is None:
         words = np.zeros(n_words if n_words is not None else (pts[-1].end_word if pts else 0), np.uint32)
-    return DfcFile(_header(), pts, words, crc)
+    return DfcFile(_header(exact_from=exact_from), pts, words, crc)
 
 
 @pytest.mark.parametrize("build", [
@@ -256,6 +287,15 @@ def _file(points: list[tuple[int, int]], n_words: int | None = None, crc: int | 
     lambda: _header(chunk_bits=64),
     lambda: _header(threads=256),
     lambda: _header(flags=1),
+    lambda: _header(exact_from=11),  # exact_from > num_steps = 10
+    lambda: _header(num_steps=1, exact_from=2),
+    lambda: _header(exact_from=0),
+    lambda: _header(exact_from=MAX_STEPS + 1),
+    lambda: _header(exact_from=2.0),
+    lambda: _header(spacing="linear"),
+    lambda: _header(spacing="code 7"),  # what decode_file passes for an unknown spacing code
+    lambda: _header(spacing=None),
+    lambda: _header(spacing=0),
     lambda: TruncationPoint(-1, 0, 0),
     lambda: TruncationPoint(0, -1, 0),
     lambda: TruncationPoint(0, 0, 0x10000),
@@ -270,10 +310,20 @@ def _file(points: list[tuple[int, int]], n_words: int | None = None, crc: int | 
     lambda: _file([(5, 0), (0, 2)], crc=None),  # complete without image_crc32
     lambda: _file([(5, 0), (1, 2)], crc=0),  # lossy with image_crc32
     lambda: _file([(0, 2)], crc=2**32),
+    lambda: _file([(10, 0), (4, 1), (0, 2)], exact_from=5),  # a lossy point below exact_from
+    lambda: _file([(4, 1)], crc=None, exact_from=5),  # also in a lossy (truncated) file
 ])
 def test_invalid_fields_are_refused_on_construction(build: Callable[[], object]) -> None:
     with pytest.raises(DfcFormatError):
         build()
+
+
+def test_lossy_points_down_to_exact_from_are_accepted() -> None:
+    f = _file([(10, 0), (5, 1), (0, 2)], exact_from=5)
+    assert decode_file(encode_file(f)) == f
+    assert _file([(10, 0), (0, 2)], exact_from=5).complete  # the point at exact_from need not be in the table
+    assert _file([(10, 0)], crc=None, exact_from=10).points[-1].t == 10
+    assert StreamHeader(bytes(8), 4, 4, "L", 10, 8, 1, exact_from=np.int64(10)).exact_from == 10
 
 
 def test_construction_normalises_numpy_ints_and_freezes_words() -> None:
@@ -291,7 +341,8 @@ def test_describe_is_json_and_sizes_match_real_files() -> None:
     d = json.loads(json.dumps(describe(GOLDEN)))
     assert d["model_id"] == "0123456789abcdef" and (d["width"], d["height"], d["mode"]) == (32, 24, "RGB")
     assert d["complete"] and not d["cut"] and d["total_bytes"] == len(encode_file(GOLDEN))
-    assert [p["t"] for p in d["points"]] == [1000, 999, 500, 10, 0]
+    assert [p["t"] for p in d["points"]] == [1000, 999, 500, 10, 0]  # S = T: paper t = chain t for any spacing
+    assert (d["exact_from_t"], d["spacing"], d["num_steps"], d["schedule_steps"]) == (10, "quad", 1000, 1000)
     for p in d["points"]:
         assert p["bytes"] == len(encode_file(truncate(GOLDEN, p["t"])))
     cut = describe(decode_file(encode_file(GOLDEN)[:-1]))
@@ -299,12 +350,27 @@ def test_describe_is_json_and_sizes_match_real_files() -> None:
 
 
 def test_overhead_of_a_cifar_size_file() -> None:
-    """8 points, 1700-byte payload, 32x32 RGB: 60 bytes of framing (docs/format.md, "Size")."""
+    """8 points, 1700-byte payload, 32x32 RGB: 62 bytes of framing (docs/format.md, "Size")."""
     ends = [2, 40, 90, 150, 210, 250, 290, 425]
-    f = DfcFile(StreamHeader(bytes(8), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2),
-                tuple(TruncationPoint(t, e, 0xABCD) for t, e in zip([100, 50, 25, 12, 6, 3, 1, 0], ends)),
+    for spacing in SPACINGS:
+        f = DfcFile(StreamHeader(bytes(8), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, spacing=spacing),
+                    tuple(TruncationPoint(t, e, 0xABCD) for t, e in zip([100, 50, 25, 12, 6, 3, 1, 0], ends)),
+                    np.zeros(425, np.uint32), image_crc32=0x12345678)
+        assert len(encode_file(f)) - 1700 == 62, spacing
+
+
+def test_overhead_figures_of_the_size_section() -> None:
+    """The other figures of docs/format.md, "Size"."""
+    # S = 1000: S and S − exact_from take two bytes each, and so do the three gaps of 128 or more steps.
+    ends = [2, 40, 90, 150, 210, 250, 290, 425]
+    f = DfcFile(StreamHeader(bytes(8), 32, 32, "RGB", num_steps=1000, chunk_bits=12, threads=2),
+                tuple(TruncationPoint(t, e, 0xABCD) for t, e in zip([1000, 500, 250, 120, 60, 30, 10, 0], ends)),
                 np.zeros(425, np.uint32), image_crc32=0x12345678)
-    assert len(encode_file(f)) - 1700 == 60
+    assert len(encode_file(f)) - 1700 == 67
+    # Only x_T and x_0 (the chain stopped right after x_T: exact_from = S), S < 128, payload < 128 words.
+    h = StreamHeader(bytes(8), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, exact_from=100)
+    two = DfcFile(h, (TruncationPoint(100, 2, 0xABCD), TruncationPoint(0, 100, 0xABCD)), np.zeros(100, np.uint32), 0)
+    assert len(encode_file(two)) - 400 == 37
 
 
 # ---- fuzzing: about 200 examples in all, a second or two -----------------------------------------
@@ -319,10 +385,12 @@ def dfc_files(draw: st.DrawFn) -> DfcFile:
     ts = sorted(draw(st.sets(st.integers(0, num_steps), min_size=n, max_size=n)), reverse=True)
     ends = sorted(draw(st.lists(st.integers(0, 200), min_size=n, max_size=n)))
     seed = draw(st.integers(0, 2**32 - 1))
+    lowest_lossy = min((t for t in ts if t > 0), default=num_steps)
     header = StreamHeader(
         model_id=draw(st.binary(min_size=8, max_size=8)), width=draw(st.integers(1, MAX_SIDE)),
         height=draw(st.integers(1, MAX_SIDE)), mode=draw(st.sampled_from(["L", "RGB", "RGBA"])),
-        num_steps=num_steps, chunk_bits=draw(st.integers(1, 63)), threads=draw(st.integers(1, 255)))
+        num_steps=num_steps, chunk_bits=draw(st.integers(1, 63)), threads=draw(st.integers(1, 255)),
+        exact_from=draw(st.integers(1, lowest_lossy)), spacing=draw(st.sampled_from(SPACINGS)))
     points = tuple(TruncationPoint(t, e, draw(st.integers(0, 0xFFFF))) for t, e in zip(ts, ends))
     words = np.random.default_rng(seed).integers(0, 2**32, ends[-1], dtype=np.uint32)
     crc = draw(st.integers(0, 2**32 - 1)) if ts[-1] == 0 else None

@@ -42,15 +42,51 @@ def test_pooling_weights_by_subpixels():
     assert js["num_steps"] == 2 and js["points"][0]["t"] == 1000
 
 
-def test_steps_must_line_up():
-    acc = RDAccumulator()
-    acc.add(reports([1000, 0], [10, 100], [3.0, 0.0]), num_dims=10)
-    with pytest.raises(DiffcodecError, match="line up"):
-        acc.add(reports([1000, 500, 0], [10, 20, 100], [3.0, 2.0, 0.0]), num_dims=10)
+def test_images_stopping_at_different_t_carry_their_last_state_forward():
+    """Images may stop their chains at different t (adaptive exact stage).  The curve has a point at every t
+    of any image; at a t an image has no state for, it contributes its last state with a larger t (what
+    ``decode --stop-at-t t`` gives: rate, KL and RMSE of that state), and at t=0 its exact image."""
+    acc = RDAccumulator(schedule_steps=1000)
+    # A stops its chain at t=500 (exact stage from x_500); B goes on to t=250 but has no state at t=750.
+    acc.add(reports([1000, 750, 500, 0], [10, 30, 60, 400], [30.0, 20.0, 10.0, 0.0], kl=[9, 27, 54, 380]), num_dims=100)
+    acc.add(reports([1000, 500, 250, 0], [20, 50, 90, 700], [25.0, 12.0, 6.0, 0.0], kl=[18, 45, 81, 650]), num_dims=300)
+    curve = acc.curve()
+    assert (curve.n_images, curve.n_subpixels) == (2, 400)
+    p = curve.points
+    assert [q.t for q in p] == [1000, 750, 500, 250, 0]
+    # t=1000: both first states.  t=750: A's x_750, B's x_1000.  t=500: both x_500.
+    # t=250: A's x_500 (its last lossy state; not its exact image), B's x_250.  t=0: both exact images.
+    assert [q.rate_bpd for q in p] == pytest.approx([30 / 400, 50 / 400, 110 / 400, 150 / 400, 1100 / 400])
+    assert [q.kl_bpd for q in p] == pytest.approx([27 / 400, 45 / 400, 99 / 400, 135 / 400, 1030 / 400])
+    expected_rmse = [
+        math.sqrt((30.0**2 * 100 + 25.0**2 * 300) / 400),  # 26.339...
+        math.sqrt((20.0**2 * 100 + 25.0**2 * 300) / 400),  # 23.848...
+        math.sqrt((10.0**2 * 100 + 12.0**2 * 300) / 400),  # 11.533...
+        math.sqrt((10.0**2 * 100 + 6.0**2 * 300) / 400),  # 7.211...
+        0.0,
+    ]
+    assert [q.rmse for q in p] == pytest.approx(expected_rmse)
+    assert p[3].rmse == pytest.approx(math.sqrt(52.0))  # (10000 + 10800) / 400, by hand
+    assert p[-1].psnr is None
+    # The same pair added in the other order gives the same curve.
+    swapped = RDAccumulator(schedule_steps=1000)
+    swapped.add(reports([1000, 500, 250, 0], [20, 50, 90, 700], [25.0, 12.0, 6.0, 0.0], kl=[18, 45, 81, 650]), num_dims=300)
+    swapped.add(reports([1000, 750, 500, 0], [10, 30, 60, 400], [30.0, 20.0, 10.0, 0.0], kl=[9, 27, 54, 380]), num_dims=100)
+    q2 = swapped.curve().points
+    assert [q.t for q in q2] == [q.t for q in p]
+    assert [q.rate_bpd for q in q2] == pytest.approx([q.rate_bpd for q in p])
+    assert [q.rmse for q in q2] == pytest.approx([q.rmse for q in p])
+
+
+def test_bad_step_reports_are_refused():
     with pytest.raises(DiffcodecError, match="no images"):
         RDAccumulator().curve()
     with pytest.raises(DiffcodecError, match="no RMSE"):
         RDAccumulator().add(reports([1000, 0], [10, 100], [float("nan"), 0.0]), num_dims=10)
+    with pytest.raises(DiffcodecError, match="decreasing t"):
+        RDAccumulator().add(reports([1000, 1000, 0], [10, 20, 100], [3.0, 2.0, 0.0]), num_dims=10)
+    with pytest.raises(DiffcodecError, match="no steps"):
+        RDAccumulator().add([], num_dims=10)
 
 
 def test_aggregate_real_encodings_of_mixed_images(tiny_model):
@@ -61,7 +97,9 @@ def test_aggregate_real_encodings_of_mixed_images(tiny_model):
     curve = aggregate(results, schedule_steps=tiny_model.diffusion.num_steps)
     n = sum(px.size for px, _ in images)
     assert curve.n_subpixels == n
-    assert [p.t for p in curve.points] == [s.t for s in results[0].steps]
+    # Each image may stop its chain at its own t: the curve has a point at every t of either.
+    assert [p.t for p in curve.points] == sorted({s.t for r in results for s in r.steps}, reverse=True)
+    assert curve.points[-1].t == 0
     # The last point is the whole files: exact, at the real total size.
     assert curve.points[-1].rate_bpd == pytest.approx(sum(8 * len(r.data) for r in results) / n)
     assert curve.points[-1].rmse == 0
