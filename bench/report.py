@@ -46,8 +46,11 @@ def main() -> None:
     print("### Lossless, CIFAR-10 test images (bits/dim)\n")
     print("| method | bits/dim | images | source |\n|---|---|---|---|")
     if codec:
-        print(f"| **diffcodec, full .dfc files** (S={codec['steps']}, default settings) | **{codec['file_bpd']:.3f}** | {codec['images']} | codec_cifar.json |")
+        print(f"| **diffcodec, full .dfc files** (S={codec['steps']}, quad spacing) | **{codec['file_bpd']:.3f}** | {codec['images']} | codec_cifar.json |")
         print(f"| its model's negative ELBO at the same steps | {codec['negative_elbo_bpd']:.3f} | {codec['images']} | codec_cifar.json |")
+    rd_full = [r for r in read_csv(RESULTS / "rd_cifar100.csv") if r["t"] == "0"]
+    if rd_full:
+        print(f"| **diffcodec, full .dfc files** (default: S=50, quad) | **{float(rd_full[0]['rate_bpd']):.3f}** | 100 | rd_cifar100.csv |")
     if nll100:
         print(f"| model's negative ELBO, 100 uniform steps | {nll100['bpd']:.3f} | {nll100['images']} | nll_s100.json |")
     if nll1000:
@@ -82,6 +85,9 @@ def main() -> None:
             psnr = "∞" if rmse == 0 else f"{20 * math.log10(255 / rmse):.2f}"
             print(f"| {r['t']} | {rate:.3f} | {rmse:.2f} | {psnr} | " + " | ".join(cells) + " |")
         print("\n(–: the codec has no setting at that rate on 32×32 images; its smallest files are larger.)")
+        print("\nFor reference (not measured here): DDPM's Table 4 (progressive coding bound on the CIFAR-10 test set, "
+              "35.7M model) gives RMSE 18.5 at 0.054 bits/dim, 12.0 at 0.120 and 0.95 at 1.776; UQDM (ICLR 2025) reports "
+              "21.9 dB at 0.28 bits/dim and 31.2 dB at 0.93.")
 
     if codec:
         print("\n### Speed, 32×32 image, 1 torch thread\n")
