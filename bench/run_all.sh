@@ -17,3 +17,4 @@ diffcodec rd-curve "$data" --limit 100 --model "$model" --baselines \
 # Classical lossless codecs on all 500 test images.
 python bench/baselines_lossless.py --data "$data" --out bench/results/baselines_lossless.json
 python bench/truncation_series.py --model "$model" --out docs/truncation-series.png
+python bench/photos.py --crop 64 --out bench/results/photos_crop64.json
