@@ -136,7 +136,8 @@ class Trainer:
             raise ValueError(f"{self.out} was trained with another network or schedule; use a new --out")
         self.net.load_state_dict(ckpt["model"])
         self.ema.load_state_dict(ckpt["ema"])
-        self.opt.load_state_dict(ckpt["optimizer"])
+        if "optimizer" in ckpt:  # a compact state (models/train-state.pt) restarts Adam's moments
+            self.opt.load_state_dict(ckpt["optimizer"])
         self.step, self.images_seen = ckpt["step"], ckpt.get("images_seen", 0)
         if self.sampler is not None and "sampler" in ckpt:
             self.sampler.history, self.sampler.count = ckpt["sampler"]
