@@ -136,10 +136,12 @@ def encode_chunks(
                 aj, bj, _ = coefficients[j]
                 a[row, : len(aj)] = aj
                 b[row, : len(bj)] = bj * chunk_signs(keys[j], len(bj))
-            # corr[k] = Σ_i coeff[i] · seq[k + i]; no wrap-around for k ≤ n_fft − d.
-            logw = np.fft.irfft(np.fft.rfft(seq, axis=1) * np.conj(np.fft.rfft(b, axis=1)), n_fft, axis=1)
+            # corr[k] = Σ_i coeff[i] · seq[k + i]; no wrap-around for k ≤ n_fft − d.  Both correlations
+            # are summed in the frequency domain: one inverse transform instead of two.
+            spectrum = np.fft.rfft(seq, axis=1) * np.conj(np.fft.rfft(b, axis=1))
             if np.any(a != 0.0):
-                logw += np.fft.irfft(np.fft.rfft(seq * seq, axis=1) * np.conj(np.fft.rfft(a, axis=1)), n_fft, axis=1)
+                spectrum += np.fft.rfft(seq * seq, axis=1) * np.conj(np.fft.rfft(a, axis=1))
+            logw = np.fft.irfft(spectrum, n_fft, axis=1)
             for row, j in enumerate(group):
                 count = n_fft - dims[j] + 1
                 out[j] = int(np.argmin(arrivals[j] - (logw[row, :count] + coefficients[j][2])))

@@ -33,16 +33,15 @@ import numpy as np
 import torch
 
 from .channel import decode_chunk, encode_chunks, kl_nats, log_weight_coefficients
-from .container import DfcFile, StreamHeader, TruncationPoint, head_size
+from .container import VERSION, DfcFile, StreamHeader, TruncationPoint, head_size
 from .diffusion import SPACINGS, GaussianDiffusion, spaced_timesteps
 from .entropy import (
     PIXEL_MODEL,
-    AdaptiveCategorical,
     IndexCoder,
+    StepSizeCoder,
+    StepSizeCoderV1,
     decode_raw_bits,
-    decode_symbol,
     encode_raw_bits,
-    encode_symbol,
     pixel_gaussian_params,
 )
 from .errors import DiffcodecError
@@ -52,7 +51,6 @@ from .tiling import TileLayout
 
 MAX_INDEX_BITS = 20  # format constant: PFR indices are < 2^20
 STREAM_SEED = 0x444643  # mixed into every shared-randomness key of format version 1
-LEVEL_ESCAPE_CHUNKS = 31  # chunk counts from here on are sent as raw bits after an escape symbol
 _LN2 = math.log(2.0)
 
 
@@ -65,8 +63,10 @@ class CodecConfig:
     """Encoder settings.  ``steps`` and ``chunk_bits`` are written to the stream; the rest only shape the search."""
 
     steps: int = 50  # with quad spacing: measured as good as 100 and twice as fast (docs/codec.md)
-    chunk_bits: int = 10
-    extra_candidate_bits: int = 5  # K = 2^(⌈chunk KL⌉ + this): head-room against truncating PFR
+    # Larger chunks pay PFR's per-chunk overhead fewer times; fewer spare candidates bias the sample
+    # toward p but make indices cheaper.  Measured in docs/codec.md ("Chunk size and candidates").
+    chunk_bits: int = 13
+    extra_candidate_bits: int = 3  # K = 2^(⌈chunk KL⌉ + this)
     max_candidate_bits: int = 16
     threads: int = 1
     points: int | None = None  # truncation points in the file (None: automatic)
@@ -181,21 +181,6 @@ class _Chain:
         n = int(np.prod(self.layout.shape))
         return np.zeros(n), np.ones(n)
 
-    def level_of(self, kl_bits: float) -> tuple[int, int, int]:
-        """(level symbol, number of chunks, index class) for a step carrying ``kl_bits``."""
-        d = self.chunk_bits
-        if kl_bits < d:
-            level = int(kl_bits)
-            return level, 1, level
-        chunks = max(1, math.ceil(kl_bits / d))
-        return d - 1 + min(chunks, LEVEL_ESCAPE_CHUNKS), chunks, d
-
-    def from_level(self, level: int) -> tuple[int, int]:
-        d = self.chunk_bits
-        if level < d:
-            return 1, level
-        return level - d + 1, d  # LEVEL_ESCAPE_CHUNKS is resolved by the caller
-
     def chunks(self, step: int, count: int) -> list[np.ndarray]:
         """Random partition of the real dimensions into ``count`` chunks (shared randomness, no sorting of floats)."""
         n = len(self.real_idx)
@@ -245,9 +230,9 @@ def _choose_points(num_states: int, payload_words: int, requested: int | None) -
 class _Models:
     """The adaptive entropy models of one coding pass (fresh for each pass, identical on both sides)."""
 
-    def __init__(self, chunk_bits: int):
+    def __init__(self, chunk_bits: int, version: int = VERSION):
         self.index = IndexCoder(chunk_bits, MAX_INDEX_BITS)
-        self.level = AdaptiveCategorical(np.ones(chunk_bits + LEVEL_ESCAPE_CHUNKS + 1, dtype=np.int64) * 4)
+        self.sizes = StepSizeCoderV1(chunk_bits) if version == 1 else StepSizeCoder(chunk_bits)
 
 
 @dataclass
@@ -261,11 +246,7 @@ class _StepRecord:
 
 
 def _write_step(coder, models: _Models, rec: _StepRecord) -> None:
-    encode_symbol(coder, models.level, rec.level)
-    if rec.chunks >= LEVEL_ESCAPE_CHUNKS:
-        bits = rec.chunks.bit_length()
-        encode_raw_bits(coder, bits, 6)
-        encode_raw_bits(coder, rec.chunks, bits)
+    models.sizes.encode(coder, rec.level, rec.chunks)
     for k in rec.indices:
         models.index.encode(coder, rec.cls, k)
 
@@ -297,8 +278,8 @@ def _simulate_step(chain: _Chain, config: CodecConfig, step: int, rng, x_new, mu
     """Channel-simulate one step over all real dimensions; fills ``x_new`` with the decoder's sample."""
     r = chain.real_idx
     kl_dims = kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]) / _LN2
-    level, n_chunks, cls = chain.level_of(float(kl_dims.sum()))
-    n_chunks = min(n_chunks, len(r))  # a chunk holds at least one dimension, however large its KL
+    # A chunk holds at least one dimension, however large its KL.
+    level, n_chunks, cls = StepSizeCoder(config.chunk_bits).level_for(float(kl_dims.sum()), len(r))
     parts = chain.chunks(step, n_chunks)
     keys, coeffs, counts = [], [], []
     for j, dims in enumerate(parts):
@@ -453,12 +434,10 @@ def _rmse(layout: TileLayout, tiles_u8: np.ndarray, pixels: np.ndarray) -> float
 
 
 def _decode_step(coder, models: _Models, chain: _Chain, step: int, x_new, mu_p, sd_p) -> None:
-    level = decode_symbol(coder, models.level)
-    n_chunks, cls = chain.from_level(level)
-    if n_chunks >= LEVEL_ESCAPE_CHUNKS:
-        n_chunks = decode_raw_bits(coder, decode_raw_bits(coder, 6))
-    if n_chunks > len(chain.real_idx):
-        raise StreamMismatchError("stream is corrupt (more chunks than dimensions)")
+    try:
+        _, n_chunks, cls = models.sizes.decode(coder, len(chain.real_idx))
+    except ValueError as exc:
+        raise StreamMismatchError(f"stream is corrupt ({exc})") from None
     for j, dims in enumerate(chain.chunks(step, n_chunks)):
         k = models.index.decode(coder, cls)
         x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(stream_key(STREAM_SEED, step, j + 1), k, len(dims))
@@ -519,7 +498,7 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
 
     words = np.asarray(dfc.words, dtype=np.uint32)
     coder = constriction.stream.queue.RangeDecoder(words if len(words) else np.zeros(1, dtype=np.uint32))
-    models = _Models(h.chunk_bits)
+    models = _Models(h.chunk_bits, h.version)
     real = chain.real
     with torch_threads(h.threads):
         x = np.zeros(int(np.prod(layout.shape)))

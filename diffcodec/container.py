@@ -41,8 +41,9 @@ from .diffusion import SPACINGS, spaced_timesteps
 from .errors import DiffcodecError
 
 MAGIC = b"DFC"
-VERSION = 1
-KNOWN_FLAGS = 0  # flag bits version 1 defines (none); a file with any other bit set is refused
+VERSION = 2  # what this diffcodec writes
+READABLE_VERSIONS = (1, 2)  # same layout; version 2 codes each step's level as a change (docs/format.md)
+KNOWN_FLAGS = 0  # flag bits versions 1 and 2 define (none); a file with any other bit set is refused
 MODES = ("L", "RGB", "RGBA")  # stored as 0, 1, 2 in the top two bits of the mode byte
 MODEL_ID_BYTES = 8
 MAX_SIDE = 65535
@@ -82,12 +83,15 @@ class StreamHeader:
     num_steps: int  # S, steps of the respaced chain the stream codes, 1..4000
     chunk_bits: int  # channel-simulation chunk size parameter, 1..63
     threads: int  # torch thread count of the encoder, 1..255; the decoder must use the same
-    flags: int = 0  # reserved bit field; version 1 defines no bits
+    flags: int = 0  # reserved bit field; versions 1 and 2 define no bits
     schedule_steps: int = 1000  # T of the model's training chain: with num_steps it maps chain t to paper t
     exact_from: int = 1  # chain t of the state the exact stage codes x_0 from (1: x_1, the paper's L_0)
     spacing: str = "uniform"  # how the S steps are spread over T (diffusion.SPACINGS)
+    version: int = VERSION  # format version: the layout is shared, the payload's meaning differs
 
     def __post_init__(self) -> None:
+        if self.version not in READABLE_VERSIONS:
+            raise DfcFormatError(f"unsupported .dfc version {self.version}")
         if not isinstance(self.model_id, (bytes, bytearray)) or len(self.model_id) != MODEL_ID_BYTES:
             raise DfcFormatError(f"model_id must be {MODEL_ID_BYTES} bytes, got {self.model_id!r}")
         object.__setattr__(self, "model_id", bytes(self.model_id))
@@ -103,7 +107,7 @@ class StreamHeader:
             raise DfcFormatError(f"exact_from={self.exact_from} > num_steps={self.num_steps}")
         flags = _int("flags", self.flags, 0, 2**63 - 1)
         if flags & ~KNOWN_FLAGS:
-            raise DfcFormatError(f"flags {flags:#x} use bits .dfc version {VERSION} does not define")
+            raise DfcFormatError(f"flags {flags:#x} use bits .dfc version {self.version} does not define")
         object.__setattr__(self, "flags", flags)
 
 
@@ -211,7 +215,7 @@ def _varint(value: int) -> bytes:
 def _header_fields(h: StreamHeader) -> bytes:
     """Magic through flags: everything before the point count."""
     return b"".join((
-        MAGIC, bytes((VERSION,)), h.model_id, _varint(h.width), _varint(h.height),
+        MAGIC, bytes((h.version,)), h.model_id, _varint(h.width), _varint(h.height),
         bytes((MODES.index(h.mode) << 6 | h.chunk_bits, h.threads)),
         _varint(h.num_steps), _varint(h.schedule_steps), _varint(h.num_steps - h.exact_from),
         _varint(SPACINGS.index(h.spacing)), _varint(h.flags),
@@ -299,9 +303,10 @@ def decode_file(data: bytes) -> DfcFile:
     r = _Reader(data)
     r.take(len(MAGIC), "header")
     version = r.uint(1, "header")
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         hint = ", written by a newer diffcodec" if version > VERSION else ""
-        raise DfcFormatError(f"unsupported .dfc version {version}{hint} (this diffcodec reads version {VERSION})")
+        readable = " and ".join(map(str, READABLE_VERSIONS))
+        raise DfcFormatError(f"unsupported .dfc version {version}{hint} (this diffcodec reads versions {readable})")
 
     model_id = r.take(MODEL_ID_BYTES, "header")
     width, height = r.varint("header"), r.varint("header")
@@ -325,7 +330,7 @@ def decode_file(data: bytes) -> DfcFile:
             raise DfcFormatError(f"unknown mode code {mode_byte >> 6}")
         header = StreamHeader(model_id, width, height, MODES[mode_byte >> 6], num_steps, mode_byte & 0x3F,
                               threads, flags, schedule_steps, num_steps - exact_gap,
-                              SPACINGS[spacing] if spacing < len(SPACINGS) else f"code {spacing}")
+                              SPACINGS[spacing] if spacing < len(SPACINGS) else f"code {spacing}", version)
         points = tuple(TruncationPoint(*row) for row in rows)
         if not points:
             raise DfcFormatError("no truncation points")

@@ -6,6 +6,8 @@ identically, so encoder and decoder always hold the same models.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import constriction
 
@@ -109,3 +111,124 @@ def pixel_gaussian_params(mean: np.ndarray, log_variance: np.ndarray) -> tuple[n
 
 
 PIXEL_MODEL = cmodel.QuantizedGaussian(0, 255)  # bins [v − ½, v + ½]; the tails fall into 0 and 255 (Eq. 13)
+
+
+# --------------------------------------------------------------------------- step sizes
+# Before a step's chunk indices, the stream says how the step is split: a *level* symbol.
+# Levels 0..chunk_bits−1: one chunk whose KL is that many whole bits (the index models' class);
+# level chunk_bits − 1 + s, s ≥ 1: ``chunk_count(s)`` chunks of at most chunk_bits bits each.
+
+
+def chunk_count(s: int) -> int:
+    """The s-th allowed chunk count (s ≥ 1): 1..15 exactly, then 8 values per octave (16, 18, …, 30, 32, 36, …).
+
+    Rounding a step's chunk count up to this set (at most 12.5% more chunks) lets the level of
+    the largest steps grow by one or two per step instead of jumping by dozens.
+    """
+    if s < 8:
+        return s
+    octave, j = divmod(s - 8, 8)
+    return (8 + j) << octave
+
+
+def chunk_level(count: int) -> int:
+    """The smallest s with ``chunk_count(s) ≥ count`` (count ≥ 1)."""
+    s = 1
+    while chunk_count(s) < count:
+        s += 1
+    return s
+
+
+class StepSizeCoderV1:
+    """Format version 1: one adaptive categorical over the levels themselves.
+
+    Multi-chunk levels saturate at ``ESCAPE_CHUNKS`` chunks, after which the count follows
+    as a 6-bit length and raw bits (13 bits or more on every large low-noise step).
+    """
+
+    ESCAPE_CHUNKS = 31
+
+    def __init__(self, chunk_bits: int):
+        self.chunk_bits = chunk_bits
+        self.model = AdaptiveCategorical(np.full(chunk_bits + self.ESCAPE_CHUNKS + 1, 4, dtype=np.int64))
+
+    def level_for(self, kl_bits: float, max_chunks: int) -> tuple[int, int, int]:
+        d = self.chunk_bits
+        if kl_bits < d:
+            return int(kl_bits), 1, int(kl_bits)
+        chunks = max(1, math.ceil(kl_bits / d))
+        return d - 1 + min(chunks, self.ESCAPE_CHUNKS), min(chunks, max_chunks), d
+
+    def encode(self, coder, level: int, chunks: int) -> None:
+        encode_symbol(coder, self.model, level)
+        if chunks >= self.ESCAPE_CHUNKS:
+            bits = chunks.bit_length()
+            encode_raw_bits(coder, bits, 6)
+            encode_raw_bits(coder, chunks, bits)
+
+    def decode(self, coder, max_chunks: int) -> tuple[int, int, int]:
+        level = decode_symbol(coder, self.model)
+        d = self.chunk_bits
+        if level < d:
+            return level, 1, level
+        chunks = level - d + 1
+        if chunks >= self.ESCAPE_CHUNKS:
+            chunks = decode_raw_bits(coder, decode_raw_bits(coder, 6))
+        if chunks > max_chunks:
+            raise ValueError("more chunks than dimensions")
+        return level, chunks, d
+
+
+class StepSizeCoder:
+    """Format version 2: each step's level coded as the change from the previous step's level.
+
+    Along the chain a step's KL grows smoothly (tens of bits per step at high noise, thousands
+    at low noise), so the level moves by 0, +1 or +2 most of the time: an adaptive categorical
+    over the change in −16..16 plus an escape (then the level in 10 raw bits).
+    """
+
+    SPAN = 16
+    ESCAPE = 2 * SPAN + 1
+    RAW_BITS = 10
+
+    def __init__(self, chunk_bits: int):
+        self.chunk_bits = chunk_bits
+        delta = np.arange(-self.SPAN, self.SPAN + 1)
+        counts = 1 + np.round(np.where(delta >= 0, 48.0, 16.0) * 0.5 ** np.abs(delta)).astype(np.int64)
+        self.model = AdaptiveCategorical(np.append(counts, 1))
+        self.previous = 0
+
+    def level_for(self, kl_bits: float, max_chunks: int) -> tuple[int, int, int]:
+        """(level, chunks, index class) for a step carrying ``kl_bits`` over at most ``max_chunks`` chunks."""
+        d = self.chunk_bits
+        if kl_bits < d:
+            level = int(kl_bits)
+            return level, 1, level
+        level = d - 1 + chunk_level(math.ceil(kl_bits / d))
+        return level, *self.split(level, max_chunks)
+
+    def split(self, level: int, max_chunks: int) -> tuple[int, int]:
+        """(chunks, index class) of a level; a chunk holds at least one dimension."""
+        d = self.chunk_bits
+        if level < d:
+            return 1, level
+        return max(1, min(chunk_count(level - d + 1), max_chunks)), d
+
+    def encode(self, coder, level: int, chunks: int) -> None:
+        delta = level - self.previous
+        if -self.SPAN <= delta <= self.SPAN:
+            encode_symbol(coder, self.model, delta + self.SPAN)
+        else:
+            if not 0 <= level < 1 << self.RAW_BITS:
+                raise ValueError(f"step level {level} out of range")
+            encode_symbol(coder, self.model, self.ESCAPE)
+            encode_raw_bits(coder, level, self.RAW_BITS)
+        self.previous = level
+
+    def decode(self, coder, max_chunks: int) -> tuple[int, int, int]:
+        symbol = decode_symbol(coder, self.model)
+        level = decode_raw_bits(coder, self.RAW_BITS) if symbol == self.ESCAPE else self.previous + symbol - self.SPAN
+        if level < 0:
+            raise ValueError("negative step level")
+        self.previous = level
+        return level, *self.split(level, max_chunks)

@@ -12,8 +12,9 @@ stop after two states (x_1000, x_501, then x_0).  Tests that need the whole chai
 over all steps, stop-at-t at every coded t, cuts and truncation at several points) use
 ``FULL``, which forces the exact stage to start at x_1 (the paper's L_0).
 
-GOLDEN BITSTREAM: tests/expected/codec_v1.sha256 is the SHA-256 of the file produced by
-:func:`golden_encoding`.  It pins the whole format (container, shared randomness, chunking,
+GOLDEN BITSTREAM: tests/expected/codec_v2.sha256 is the SHA-256 of the file produced by
+:func:`golden_encoding` (format version 2).  tests/expected/codec_v1.dfc is a version-1 stream
+written before version 2 existed; it must keep decoding.  It pins the whole format (container, shared randomness, chunking,
 PFR, range coding) *and* the tiny model's arithmetic, so it is machine-dependent (see the
 test's docstring).  Regenerate it only on purpose, after a deliberate format change, with
 
@@ -36,7 +37,8 @@ from diffcodec.errors import DiffcodecError
 
 from conftest import make_tiny_model
 
-GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v1.sha256"
+GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v2.sha256"
+V1_STREAM = Path(__file__).parent / "expected" / "codec_v1.dfc"
 CONFIG = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform")
 FULL = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_from_t=1)  # the whole chain, exact stage from x_1
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
@@ -388,10 +390,23 @@ def test_golden_bitstream():
     np.testing.assert_array_equal(decode(data, make_tiny_model(seed=0)).pixels, image(8, 8, "RGB", seed=0))
 
 
+def test_version1_stream_still_decodes():
+    """A stream of format version 1 (levels coded directly, not as changes) decodes exactly.
+
+    tests/expected/codec_v1.dfc: ``encode(image(8, 8, "RGB", seed=0), "RGB", make_tiny_model(seed=0), FULL)``
+    with the version-1 encoder (chunk_bits 10); machine-dependent like the golden above.
+    """
+    data = V1_STREAM.read_bytes()
+    assert data[3] == 1 and decode_file(data).header.version == 1
+    np.testing.assert_array_equal(decode(data, make_tiny_model(seed=0)).pixels, image(8, 8, "RGB", seed=0))
+    cut = truncate(decode_file(data), 2)
+    assert decode(encode_file(cut), make_tiny_model(seed=0)).t > 0
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--regenerate-golden"]:
         digest = hashlib.sha256(golden_encoding()).hexdigest()
-        GOLDEN_PATH.write_text(f"{digest}  codec_v1: tests/test_codec.py golden_encoding()\n")
+        GOLDEN_PATH.write_text(f"{digest}  codec_v2: tests/test_codec.py golden_encoding()\n")
         print(f"wrote {GOLDEN_PATH}: {digest}")
     else:
         sys.exit("usage: python tests/test_codec.py --regenerate-golden")

@@ -1,6 +1,6 @@
 """Tests of the .dfc container (diffcodec/container.py, docs/format.md).
 
-The golden vector tests/expected/container_v1.dfc is `encode_file(GOLDEN)`. It pins
+The golden vector tests/expected/container_v2.dfc is `encode_file(GOLDEN)`. It pins
 the byte layout: regenerate it only for a deliberate format change (which also
 bumps VERSION, see docs/format.md), with
 
@@ -10,6 +10,7 @@ bumps VERSION, see docs/format.md), with
 from __future__ import annotations
 
 import binascii
+from dataclasses import replace
 import doctest
 import json
 import sys
@@ -29,7 +30,8 @@ from diffcodec.container import (
 from diffcodec.diffusion import SPACINGS
 from diffcodec.errors import DiffcodecError
 
-GOLDEN_PATH = Path(__file__).parent / "expected" / "container_v1.dfc"
+GOLDEN_PATH = Path(__file__).parent / "expected" / "container_v2.dfc"
+GOLDEN_V1_PATH = Path(__file__).parent / "expected" / "container_v1.dfc"  # same layout, version byte 1: still read
 
 # exact_from and spacing take non-default values, so the vector pins how they are stored (S − exact_from,
 # then the spacing code before flags: swapping two adjacent fields would change the bytes).
@@ -107,6 +109,15 @@ def test_golden_vector() -> None:
     assert decode_file(data) == GOLDEN
 
 
+def test_version_1_golden_vector_is_still_read() -> None:
+    """Version 2 changed only the payload's meaning: a version-1 file parses, keeps its version and re-encodes to itself."""
+    data = GOLDEN_V1_PATH.read_bytes()
+    v1 = DfcFile(header=replace(GOLDEN.header, version=1), points=GOLDEN.points, words=GOLDEN.words,
+                 image_crc32=GOLDEN.image_crc32)
+    assert data[3] == 1 and decode_file(data) == v1 and encode_file(v1) == data
+    assert data[4:-2 - 4 * len(GOLDEN.words) - 4] == GOLDEN_PATH.read_bytes()[4:-2 - 4 * len(GOLDEN.words) - 4]
+
+
 def test_docstring_examples() -> None:
     assert doctest.testmod(container).failed == 0
 
@@ -176,7 +187,7 @@ def test_truncate_rejects_t_outside_the_chain(stop_at_t: object) -> None:
     (b"", "empty file"),
     (b"DF", "ends inside the .dfc header"),
     (b"\x89PNG\r\n\x1a\n", "not a .dfc file"),
-    (b"DFC\x02" + bytes(40), "unsupported .dfc version 2, written by a newer diffcodec"),
+    (b"DFC\x03" + bytes(40), "unsupported .dfc version 3, written by a newer diffcodec"),
     (b"DFC\x00" + bytes(40), "unsupported .dfc version 0"),
     (encode_file(SMALL) + b"\x00", "1 bytes after the payload"),
 ])

@@ -17,6 +17,10 @@ from diffcodec.entropy import (
     PIXEL_MODEL,
     AdaptiveCategorical,
     IndexCoder,
+    StepSizeCoder,
+    StepSizeCoderV1,
+    chunk_count,
+    chunk_level,
     decode_raw_bits,
     decode_symbol,
     encode_raw_bits,
@@ -164,3 +168,60 @@ def test_pixel_symbols_round_trip(case):
     enc.encode(symbols, PIXEL_MODEL, mu, std)
     dec = decoder_for(enc)
     np.testing.assert_array_equal(dec.decode(PIXEL_MODEL, mu, std), symbols)
+
+
+# ---------------------------------------------------------------------------- step sizes
+
+
+def test_chunk_counts_are_exact_up_to_15_then_eight_per_octave():
+    counts = [chunk_count(s) for s in range(1, 40)]
+    assert counts[:15] == list(range(1, 16))
+    assert counts[15:24] == [16, 18, 20, 22, 24, 26, 28, 30, 32]
+    assert all(b > a for a, b in zip(counts, counts[1:]))
+    assert all(b <= a * 9 / 8 for a, b in zip(counts[7:], counts[8:]))  # rounding up costs at most 12.5%
+
+
+@pytest.mark.parametrize("count", list(range(1, 300)) + [1000, 4097, 10**6, 3 * 2**30])
+def test_chunk_level_is_the_smallest_allowed_count_that_fits(count):
+    s = chunk_level(count)
+    assert chunk_count(s) >= count and (s == 1 or chunk_count(s - 1) < count)
+
+
+@pytest.mark.parametrize("coder_class", [StepSizeCoder, StepSizeCoderV1])
+@pytest.mark.parametrize("chunk_bits", [1, 10, 13, 16])
+def test_step_sizes_round_trip(coder_class, chunk_bits):
+    """Levels of a realistic chain (KL growing from ~0 to thousands of bits), jumps and tiny images."""
+    kls = [0.0, 11.0, 8.2, 7.6, 3.0] + list(np.geomspace(9, 5000, 40)) + [20000.0, 2.0, 1e6]
+    max_chunks = [3072] * (len(kls) - 2) + [5, 3072]
+    enc, writer = queue.RangeEncoder(), coder_class(chunk_bits)
+    expected = []
+    for kl, m in zip(kls, max_chunks):
+        level, chunks, cls = writer.level_for(kl, m)
+        needed = 1 if kl < chunk_bits else -(-kl // chunk_bits)  # chunks of at most chunk_bits bits
+        assert chunks == min(m, needed) if coder_class is StepSizeCoderV1 else min(m, needed) <= chunks <= m
+        assert cls == (int(kl) if kl < chunk_bits else chunk_bits)
+        writer.encode(enc, level, chunks)
+        expected.append((level, chunks, cls))
+    dec, reader = decoder_for(enc), coder_class(chunk_bits)
+    assert [reader.decode(dec, m) for m in max_chunks] == expected
+
+
+def test_step_size_changes_cost_less_than_version_1_levels():
+    """On a smooth chain the change coding of version 2 spends a fraction of version 1's level bits."""
+    kls = np.geomspace(9, 5000, 50)
+    sizes = {}
+    for coder_class in (StepSizeCoder, StepSizeCoderV1):
+        enc, coder = queue.RangeEncoder(), coder_class(13)
+        for kl in kls:
+            level, chunks, _ = coder.level_for(float(kl), 3072)
+            coder.encode(enc, level, chunks)
+        sizes[coder_class] = 32 * len(enc.get_compressed())
+    assert sizes[StepSizeCoder] < 0.5 * sizes[StepSizeCoderV1]
+    assert sizes[StepSizeCoder] < 3 * len(kls)  # bits per step, against ~8 for version 1
+
+
+def test_step_size_decoder_refuses_impossible_levels():
+    enc = queue.RangeEncoder()
+    encode_symbol(enc, StepSizeCoder(13).model, 0)  # a change of −16 from level 0
+    with pytest.raises(ValueError):
+        StepSizeCoder(13).decode(decoder_for(enc), 10)
