@@ -52,6 +52,7 @@ from .tiling import TileLayout
 MAX_INDEX_BITS = 20  # format constant: PFR indices are < 2^20
 STREAM_SEED = 0x444643  # mixed into every shared-randomness key of format version 1
 _LN2 = math.log(2.0)
+STOP_TOLERANCE = 1.005  # the chain runs on until prefix + exact stage exceeds its best by this factor
 
 
 class StreamMismatchError(DiffcodecError):
@@ -366,7 +367,7 @@ def encode(
             if forced_stop is not None:
                 if step == forced_stop:
                     break
-            elif total > 1.02 * best_total and step >= 2:
+            elif total > STOP_TOLERANCE * best_total and step >= 2:
                 break  # past the cheapest stopping point: later steps only cost more
 
     # Choose where the chain stops and the exact stage's scale.
