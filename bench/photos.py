@@ -1,11 +1,13 @@
 """Larger images: the codec and the classical codecs on crops of ../shared/data/photos.
 
     python bench/photos.py --crop 64 --out bench/results/photos_crop64.json
+    python bench/photos.py --crop 256 --out bench/results/photos_crop256.json
 
 Takes the centre crop of each photo (crop × crop pixels; the model was trained on 32×32
 tiles, so a crop is coded as (crop/32)² tiles in one stream), encodes it once, decodes it
 exactly (checked), and reports the lossless bits/pixel next to PNG, WebP lossless and JPEG XL
-lossless, plus the codec's rate–distortion points and the lossy baselines' sweeps.
+lossless, plus the codec's rate–distortion curve pooled over the crops (as `rd-curve` pools
+images) and the lossy baselines' sweeps over the same crops.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from diffcodec.baselines import available_codecs, lossy_sweep, measure
 from diffcodec.codec import CodecConfig, decode, encode
 from diffcodec.images import list_images, load_image
 from diffcodec.models.checkpoint import load_model
+from diffcodec.rdcurve import aggregate
 
 
 def main() -> None:
@@ -38,13 +41,14 @@ def main() -> None:
         px = load_image(path).pixels
         y, x = (px.shape[0] - args.crop) // 2, (px.shape[1] - args.crop) // 2
         crops.append(np.ascontiguousarray(px[y : y + args.crop, x : x + args.crop]))
-    rows = []
+    rows, results = [], []
     for px in crops:
         start = time.perf_counter()
         res = encode(px, "RGB", model, CodecConfig())
         mid = time.perf_counter()
         exact = np.array_equal(decode(res.data, model).pixels, px)
         end = time.perf_counter()
+        results.append(res)
         rows.append({"bpp": 8 * len(res.data) / (px.shape[0] * px.shape[1]), "exact": bool(exact),
                      "encode_s": mid - start, "decode_s": end - mid,
                      "rd": [{"t": s.t, "bpd": s.bits / px.size, "rmse": s.rmse} for s in res.steps]})
@@ -66,11 +70,13 @@ def main() -> None:
         "encode_s_per_megapixel": float(sum(r["encode_s"] for r in rows) / (len(rows) * args.crop**2 / 1e6)),
         "decode_s_per_megapixel": float(sum(r["decode_s"] for r in rows) / (len(rows) * args.crop**2 / 1e6)),
         "lossless_bpp": {k: 3 * v["rate_bpd"] for k, v in lossless.items()},
+        "command": "python bench/photos.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
     }
     print(json.dumps(summary, indent=1))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"summary": summary, "per_image": rows, "lossy": lossy}, indent=1))
+        Path(args.out).write_text(json.dumps({"summary": summary, "per_image": rows, "lossy": lossy,
+                                              "curve": aggregate(results).to_json()}, indent=1))
 
 
 if __name__ == "__main__":

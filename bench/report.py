@@ -98,15 +98,36 @@ def main() -> None:
         print(f"\nfile ÷ negative ELBO: {codec['file_over_elbo']:.3f}; file ÷ realized KL of its own trajectory: "
               f"{codec['file_over_trajectory_kl']:.3f}; exact round trip on all: {codec['all_exact']}")
 
-    photos = RESULTS / "photos_crop64.json"
-    if photos.exists():
-        s = json.loads(photos.read_text())["summary"]
-        print(f"\n### Photos: centre crops {s['crop']}×{s['crop']} of {s['images']} photos (bits/pixel)\n")
+    for photos in sorted(RESULTS.glob("photos_crop*.json"), key=lambda p: int(p.stem.split("crop")[1])):
+        data = json.loads(photos.read_text())
+        s = data["summary"]
+        print(f"\n### Photos: centre crops {s['crop']}×{s['crop']} of {s['images']} photos, lossless (bits/pixel)\n")
         print("| method | bits/pixel |\n|---|---|")
         print(f"| diffcodec (exact: {s['all_exact']}) | {s['diffcodec_bpp']:.3f} |")
         for k, v in s["lossless_bpp"].items():
             print(f"| {k} | {v:.3f} |")
-        print(f"\nencode {s['encode_s_per_megapixel']:.0f} s/megapixel, decode {s['decode_s_per_megapixel']:.0f} s/megapixel")
+        print(f"\nencode {s['encode_s_per_megapixel']:.0f} s/megapixel, decode {s['decode_s_per_megapixel']:.0f} s/megapixel "
+              f"(one torch thread; {photos.name})")
+        if "curve" in data:
+            photo_rd_table(data, s["crop"])
+
+
+def photo_rd_table(data: dict, crop: int) -> None:
+    """diffcodec's pooled curve on the crops against the lossy sweeps at the same rate (bits/pixel = 3 × bits/dim)."""
+    curves = {f: [(r["rate_bpd"], r["rmse"]) for r in rows] for f, rows in data["lossy"].items() if isinstance(rows, list)}
+    families = sorted(curves)
+    print(f"\n#### Photos {crop}×{crop}: RMSE (0–255) at the same rate\n")
+    print("| t | bits/pixel | diffcodec RMSE | PSNR (dB) | " + " | ".join(families) + " |")
+    print("|---|---|---|---|" + "---|" * len(families))
+    shown = [p for p in data["curve"]["points"] if p["rate_bpd"] > 0]
+    step = max(1, len(shown) // 12)
+    for p in shown[::step] + ([shown[-1]] if shown[-1] not in shown[::step] else []):
+        cells = []
+        for f in families:
+            e = interpolate_rmse(curves[f], p["rate_bpd"])
+            cells.append("–" if e is None else f"{e:.2f}")
+        psnr = "∞" if p["rmse"] == 0 else f"{20 * math.log10(255 / p['rmse']):.2f}"
+        print(f"| {p['t']} | {3 * p['rate_bpd']:.3f} | {p['rmse']:.2f} | {psnr} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
