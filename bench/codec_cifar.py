@@ -1,6 +1,6 @@
 """Measure the codec on CIFAR-10 test PNGs: file size against the model's negative ELBO, prefix rates, speed.
 
-    python bench/codec_cifar.py --data ../shared/data/cifar10-test-png --limit 20 --steps 100 \
+    python bench/codec_cifar.py --data ../shared/data/cifar10-test-png --limit 20 \
         --out bench/results/codec_cifar.json
 
 For each image: encode, decode fully (checking the exact round trip), and time both.
@@ -43,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/cifar10-test-png")
     ap.add_argument("--limit", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--steps", type=int, default=CodecConfig.steps)
     ap.add_argument("--chunk-bits", type=int, default=CodecConfig.chunk_bits)
     ap.add_argument("--extra-candidate-bits", type=int, default=CodecConfig.extra_candidate_bits)
     ap.add_argument("--max-candidate-bits", type=int, default=CodecConfig.max_candidate_bits)
@@ -67,8 +67,15 @@ def main() -> None:
         dec = decode(res.data, model)
         t2 = time.perf_counter()
         results.append(res)
+        header_bits = 8 * (len(res.data) - 4 * len(res.file.words))
         rows.append({
             "bytes": len(res.data),
+            # Where the bits go (the lossy part's words include the range coder's one-word look-ahead).
+            "header_bits": header_bits,
+            "channel_bits": res.steps[-2].bits - header_bits,
+            "channel_kl_bits": res.steps[-2].kl_bits,
+            "exact_bits": res.steps[-1].bits - res.steps[-2].bits,
+            "exact_ideal_bits": res.steps[-1].kl_bits - res.steps[-2].kl_bits,
             "bpd": 8 * len(res.data) / dims,
             "trajectory_kl_bpd": res.steps[-1].kl_bits / dims,
             "exact": bool(np.array_equal(dec.pixels, px)),
@@ -104,6 +111,8 @@ def main() -> None:
         "prefix_rate_over_kl_max": max(p.rate_bpd / p.kl_bpd for p in curve.points if p.kl_bpd > 0.01),
         "prefix_rate_over_kl_at_t": {p.t: p.rate_bpd / p.kl_bpd for p in curve.points if p.kl_bpd > 0.01},
         "exact_from_t": [r["t"][-2] if len(r["t"]) > 1 else None for r in rows],
+        "breakdown_bits_per_image": {k: float(np.mean([r[k] for r in rows])) for k in
+                                     ("header_bits", "channel_bits", "channel_kl_bits", "exact_bits", "exact_ideal_bits")},
         "all_exact": all(r["exact"] for r in rows),
         "encode_s_per_image": float(np.mean([r["encode_s"] for r in rows])),
         "decode_s_per_image": float(np.mean([r["decode_s"] for r in rows])),
