@@ -19,6 +19,7 @@ The decoder regenerates the window k* only.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -111,38 +112,50 @@ def encode_chunks(
     num_candidates: list[int],
     rng: np.random.Generator,
     max_batch_values: int = 1 << 22,
+    workers: int = 1,
 ) -> list[int]:
     """PFR indices for many chunks at once; chunks with the same FFT length share one batched FFT.
 
     ``coefficients[j]`` is (a, b, Σc) from :func:`log_weight_coefficients`.  Chunk j searches the
     ``fft_size(K_j, d_j) − d_j + 1`` windows that fit in its FFT (about K_j; all are valid candidates).
-    Arrival times are drawn chunk by chunk in input order, so the result does not depend on batching.
+    Arrival times are drawn chunk by chunk in input order, so the result depends neither on batching
+    nor on ``workers`` (threads searching batches in parallel: numpy's FFTs and ufuncs release the GIL).
     """
     dims = [max(1, len(c[1])) for c in coefficients]  # an empty chunk searches windows of nothing
     sizes = [fft_size(k, d) for k, d in zip(num_candidates, dims)]
     arrivals = [np.log(np.cumsum(rng.standard_exponential(n - d + 1))) for n, d in zip(sizes, dims)]
-    out = [0] * len(keys)
     by_size: dict[int, list[int]] = {}
     for j, n in enumerate(sizes):
         by_size.setdefault(n, []).append(j)
+    batches = []
     for n_fft, members in by_size.items():
-        per_batch = max(1, max_batch_values // n_fft)
-        for start in range(0, len(members), per_batch):
-            group = members[start : start + per_batch]
-            seq = np.stack([normals(keys[j], 0, n_fft) for j in group])
-            a = np.zeros((len(group), n_fft))
-            b = np.zeros((len(group), n_fft))
-            for row, j in enumerate(group):
-                aj, bj, _ = coefficients[j]
-                a[row, : len(aj)] = aj
-                b[row, : len(bj)] = bj * chunk_signs(keys[j], len(bj))
-            # corr[k] = Σ_i coeff[i] · seq[k + i]; no wrap-around for k ≤ n_fft − d.  Both correlations
-            # are summed in the frequency domain: one inverse transform instead of two.
-            spectrum = np.fft.rfft(seq, axis=1) * np.conj(np.fft.rfft(b, axis=1))
-            if np.any(a != 0.0):
-                spectrum += np.fft.rfft(seq * seq, axis=1) * np.conj(np.fft.rfft(a, axis=1))
-            logw = np.fft.irfft(spectrum, n_fft, axis=1)
-            for row, j in enumerate(group):
-                count = n_fft - dims[j] + 1
-                out[j] = int(np.argmin(arrivals[j] - (logw[row, :count] + coefficients[j][2])))
+        per_batch = max(1, min(max_batch_values // n_fft, -(-len(members) // workers)))
+        batches += [(n_fft, members[start : start + per_batch]) for start in range(0, len(members), per_batch)]
+
+    def search(batch: tuple[int, list[int]]) -> list[tuple[int, int]]:
+        n_fft, group = batch
+        seq = np.stack([normals(keys[j], 0, n_fft) for j in group])
+        a = np.zeros((len(group), n_fft))
+        b = np.zeros((len(group), n_fft))
+        for row, j in enumerate(group):
+            aj, bj, _ = coefficients[j]
+            a[row, : len(aj)] = aj
+            b[row, : len(bj)] = bj * chunk_signs(keys[j], len(bj))
+        # corr[k] = Σ_i coeff[i] · seq[k + i]; no wrap-around for k ≤ n_fft − d.  Both correlations
+        # are summed in the frequency domain: one inverse transform instead of two.
+        spectrum = np.fft.rfft(seq, axis=1) * np.conj(np.fft.rfft(b, axis=1))
+        if np.any(a != 0.0):
+            spectrum += np.fft.rfft(seq * seq, axis=1) * np.conj(np.fft.rfft(a, axis=1))
+        logw = np.fft.irfft(spectrum, n_fft, axis=1)
+        return [(j, int(np.argmin(arrivals[j] - (logw[row, : n_fft - dims[j] + 1] + coefficients[j][2]))))
+                for row, j in enumerate(group)]
+
+    if workers > 1 and len(batches) > 1:
+        with ThreadPoolExecutor(min(workers, len(batches))) as pool:
+            found = [pair for part in pool.map(search, batches) for pair in part]
+    else:
+        found = [pair for batch in batches for pair in search(batch)]
+    out = [0] * len(keys)
+    for j, k in found:
+        out[j] = k
     return out

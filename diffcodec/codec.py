@@ -69,7 +69,7 @@ class CodecConfig:
     chunk_bits: int = 13
     extra_candidate_bits: int = 3  # K = 2^(⌈chunk KL⌉ + this)
     max_candidate_bits: int = 16
-    threads: int = 1
+    threads: int = 1  # torch threads (written to the stream: the decoder must match) and PFR search threads
     points: int | None = None  # truncation points in the file (None: automatic)
     batch_size: int = 64
     exact_from_t: int | None = None  # paper t the exact stage starts from (None: the encoder picks the cheapest)
@@ -288,7 +288,7 @@ def _simulate_step(chain: _Chain, config: CodecConfig, step: int, rng, x_new, mu
         keys.append(stream_key(STREAM_SEED, step, j + 1))
         coeffs.append(log_weight_coefficients(mu_q[dims], sd_q[dims], mu_p[dims], sd_p[dims]))
         counts.append(1 << min(config.max_candidate_bits, max(0, math.ceil(chunk_kl)) + config.extra_candidate_bits))
-    ks = encode_chunks(keys, coeffs, counts, rng)
+    ks = encode_chunks(keys, coeffs, counts, rng, workers=config.threads)
     for key, dims, k in zip(keys, parts, ks):
         x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(key, k, len(dims))
     return _StepRecord(level, n_chunks, cls, ks), float(kl_dims.sum())

@@ -195,6 +195,8 @@ def test_encode_chunks_does_not_depend_on_batching():
     whole = encode_chunks(keys, coeffs, counts, np.random.default_rng(3))
     tiny_batches = encode_chunks(keys, coeffs, counts, np.random.default_rng(3), max_batch_values=1)
     assert whole == tiny_batches
+    for workers in (2, 3, 16):
+        assert encode_chunks(keys, coeffs, counts, np.random.default_rng(3), workers=workers) == whole
 
 
 def test_fft_size_is_a_power_of_two_that_holds_most_candidates():
