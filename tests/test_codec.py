@@ -84,8 +84,9 @@ def rgb8_full(tiny_model):
 
 # ---------------------------------------------------------------------------- round trips
 
-@pytest.mark.parametrize("config", [CONFIG, FULL, CodecConfig(steps=5, max_candidate_bits=8, spacing="quad")],
-                         ids=["adaptive", "full-chain", "quad"])
+@pytest.mark.parametrize("config", [CONFIG, FULL, CodecConfig(steps=5, max_candidate_bits=8, spacing="quad"),
+                                    CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_from_t=1, threads=2)],
+                         ids=["adaptive", "full-chain", "quad", "two-threads"])
 @pytest.mark.parametrize("mode, h, w", [("RGB", 32, 32), ("L", 7, 40), ("RGBA", 33, 5)])
 def test_round_trip_is_exact(tiny_model, mode, h, w, config):
     pixels = image(h, w, mode, seed=h + w)
