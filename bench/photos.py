@@ -23,7 +23,9 @@ from diffcodec.baselines import available_codecs, lossy_sweep, measure
 from diffcodec.codec import CodecConfig, decode, encode
 from diffcodec.images import list_images, load_image
 from diffcodec.models.checkpoint import load_model
+from diffcodec.evaluate import dataset_bpd
 from diffcodec.rdcurve import aggregate
+from diffcodec.tiling import TileLayout
 
 
 def main() -> None:
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--limit", type=int, default=4)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--threads", type=int, default=1, help="torch and PFR-search threads of the encoder")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -44,7 +47,7 @@ def main() -> None:
     rows, results = [], []
     for px in crops:
         start = time.perf_counter()
-        res = encode(px, "RGB", model, CodecConfig())
+        res = encode(px, "RGB", model, CodecConfig(threads=args.threads))
         mid = time.perf_counter()
         exact = np.array_equal(decode(res.data, model).pixels, px)
         end = time.perf_counter()
@@ -54,6 +57,11 @@ def main() -> None:
                      "rd": [{"t": s.t, "bpd": s.bits / px.size, "rmse": s.rmse} for s in res.steps]})
         print(f"{px.shape[1]}×{px.shape[0]}: {rows[-1]['bpp']:.3f} bits/pixel, exact={exact}, "
               f"encode {mid - start:.1f}s, decode {end - mid:.1f}s", flush=True)
+    # The model's negative ELBO at the codec's steps, over the same crops' 32×32 tiles (the model sees tiles).
+    config = CodecConfig()
+    tiles = np.concatenate([TileLayout(px.shape[0], px.shape[1], "RGB").split(px) for px in crops]).transpose(0, 2, 3, 1)
+    elbo = dataset_bpd(model, tiles, steps=config.steps, batch_size=64, spacing=config.spacing)
+    curve = aggregate(results)
     lossless = {c.name: measure(c, crops) for c in available_codecs(lossless=True)}
     lossy = {}
     for family in ("jpeg", "webp", "avif", "jxl"):
@@ -70,13 +78,17 @@ def main() -> None:
         "encode_s_per_megapixel": float(sum(r["encode_s"] for r in rows) / (len(rows) * args.crop**2 / 1e6)),
         "decode_s_per_megapixel": float(sum(r["decode_s"] for r in rows) / (len(rows) * args.crop**2 / 1e6)),
         "lossless_bpp": {k: 3 * v["rate_bpd"] for k, v in lossless.items()},
+        "negative_elbo_bpp": 3 * elbo["bpd"],
+        "file_over_elbo": float(np.mean([r["bpp"] for r in rows]) / (3 * elbo["bpd"])),
+        # Headers are negligible here: how close each prefix's rate comes to the KL it carries.
+        "prefix_rate_over_kl": {p.t: p.rate_bpd / p.kl_bpd for p in curve.points if p.kl_bpd > 0},
         "command": "python bench/photos.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
     }
     print(json.dumps(summary, indent=1))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"summary": summary, "per_image": rows, "lossy": lossy,
-                                              "curve": aggregate(results).to_json()}, indent=1))
+                                              "curve": curve.to_json()}, indent=1))
 
 
 if __name__ == "__main__":
