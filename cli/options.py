@@ -35,5 +35,6 @@ def codec_options(f):
     f = click.option("--spacing", type=click.Choice(["quad", "uniform"]), default=None, show_default="quad",
                      help="Advanced: how the coded steps spread over t (quad: dense at low noise).")(f)
     f = click.option("--threads", type=click.IntRange(1, 255), default=None, show_default="the codec default",
-                     help="Advanced: torch threads; decoders must use the same count, so it is written to the stream.")(f)
+                     help="Advanced: threads for the network and the channel-simulation search; decoders run the "
+                          "network with the same count, so it is written to the stream.")(f)
     return f
