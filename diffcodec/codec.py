@@ -52,7 +52,10 @@ from .tiling import TileLayout
 MAX_INDEX_BITS = 20  # format constant: PFR indices are < 2^20
 STREAM_SEED = 0x444643  # mixed into every shared-randomness key of format version 1
 _LN2 = math.log(2.0)
-STOP_TOLERANCE = 1.005  # the chain runs on until prefix + exact stage exceeds its best by this factor
+# The chain runs on until prefix + exact stage exceeds its best by STOP_TOLERANCE, or by
+# SKIP_TOLERANCE when the next step would carry over 1% of that best in KL (the last, expensive steps).
+STOP_TOLERANCE = 1.02
+SKIP_TOLERANCE = 1.005
 
 
 class StreamMismatchError(DiffcodecError):
@@ -73,6 +76,9 @@ class CodecConfig:
     points: int | None = None  # truncation points in the file (None: automatic)
     batch_size: int = 64
     exact_from_t: int | None = None  # paper t the exact stage starts from (None: the encoder picks the cheapest)
+    # Truncated PFR pulls its sample toward p (fidelity ~0.9), so later steps must resend what it missed.
+    # Aiming each chunk at μ_p + g·(μ_q − μ_p) instead of μ_q recovers part of it (docs/codec.md).
+    target_gain: float = 1.4
     spacing: str = "quad"  # how the steps spread over T: "uniform" or "quad" (dense at low noise)
 
     def __post_init__(self):
@@ -86,6 +92,8 @@ class CodecConfig:
             raise DiffcodecError(f"spacing must be one of {', '.join(SPACINGS)}, got {self.spacing!r}")
         if self.exact_from_t is not None and self.exact_from_t < 1:
             raise DiffcodecError("exact_from_t must be at least 1")
+        if not 0.5 <= self.target_gain <= 4.0:
+            raise DiffcodecError("target_gain must be in 0.5..4")
 
 
 @dataclass
@@ -286,7 +294,8 @@ def _simulate_step(chain: _Chain, config: CodecConfig, step: int, rng, x_new, mu
     for j, dims in enumerate(parts):
         chunk_kl = float(kl_nats(mu_q[dims], sd_q[dims], mu_p[dims], sd_p[dims]).sum() / _LN2)
         keys.append(stream_key(STREAM_SEED, step, j + 1))
-        coeffs.append(log_weight_coefficients(mu_q[dims], sd_q[dims], mu_p[dims], sd_p[dims]))
+        target = mu_p[dims] + config.target_gain * (mu_q[dims] - mu_p[dims])
+        coeffs.append(log_weight_coefficients(target, sd_q[dims], mu_p[dims], sd_p[dims]))
         counts.append(1 << min(config.max_candidate_bits, max(0, math.ceil(chunk_kl)) + config.extra_candidate_bits))
     ks = encode_chunks(keys, coeffs, counts, rng, workers=config.threads)
     for key, dims, k in zip(keys, parts, ks):
@@ -330,6 +339,7 @@ def encode(
     records, states, reports, exact_costs, preds = [], [], [], [], []
     kl_total = 0.0
     best_total = math.inf
+    past_best = False
     with torch_threads(config.threads):
         x = np.zeros_like(x0)
         for step in range(S):
@@ -344,6 +354,10 @@ def encode(
                 c1, c2 = diffusion.posterior_mean_coef1[index + 1], diffusion.posterior_mean_coef2[index + 1]
                 mu_q = c1 * x0 + c2 * x
                 sd_q = np.full_like(x0, math.sqrt(diffusion.posterior_variance[index + 1]))
+                if past_best and forced_stop is None:
+                    r = chain.real_idx
+                    if kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]).sum() / _LN2 > 0.01 * best_total:
+                        break  # an expensive step, most likely simulated only to be discarded
             x_new = np.empty_like(x0)
             rec, kl_bits = _simulate_step(chain, config, step, rng, x_new, mu_q, sd_q, mu_p, sd_p)
             chain.fill_padding(x_new, step, mu_p, sd_p)
@@ -369,6 +383,7 @@ def encode(
                     break
             elif total > STOP_TOLERANCE * best_total and step >= 2:
                 break  # past the cheapest stopping point: later steps only cost more
+            past_best = total > SKIP_TOLERANCE * best_total and step >= 2
 
     # Choose where the chain stops and the exact stage's scale.
     if forced_stop is None:

@@ -97,6 +97,15 @@ def test_round_trip_is_exact(tiny_model, mode, h, w, config):
     np.testing.assert_array_equal(out.pixels, pixels)
 
 
+@pytest.mark.parametrize("gain", [0.5, 1.0, 4.0])
+def test_any_target_gain_decodes_exactly(tiny_model, rgb8, gain):
+    """The target gain only steers the encoder's choice of candidates: the decoder never sees it."""
+    pixels, _ = rgb8
+    result = encode(pixels, "RGB", tiny_model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform",
+                                                          exact_from_t=1, target_gain=gain))
+    np.testing.assert_array_equal(decode(result.data, tiny_model).pixels, pixels)
+
+
 def test_decoding_a_dfcfile_object_equals_decoding_bytes(tiny_model, rgb8):
     pixels, result = rgb8
     np.testing.assert_array_equal(decode(result.file, tiny_model).pixels, pixels)
@@ -200,7 +209,7 @@ def test_quad_spacing_is_written_and_decoded(tiny_model):
 
 
 @pytest.mark.parametrize("kwargs", [{"chunk_bits": 0}, {"chunk_bits": 17}, {"max_candidate_bits": 21}, {"threads": 0},
-                                    {"spacing": "cubic"}, {"exact_from_t": 0}])
+                                    {"spacing": "cubic"}, {"exact_from_t": 0}, {"target_gain": 0.1}, {"target_gain": 5.0}])
 def test_bad_configs_are_refused(kwargs):
     with pytest.raises(DiffcodecError):
         CodecConfig(**kwargs)
