@@ -1,9 +1,9 @@
-"""How chunk size and spare candidates trade index cost against sample fidelity (docs/codec.md).
+"""How chunk size, spare candidates and the target gain trade index cost against sample fidelity (docs/codec.md).
 
     python bench/chunk_sweep.py --limit 6 --out bench/results/chunk_sweep.json
 
-Encodes the same test images with several (chunk_bits, extra_candidate_bits, max_candidate_bits)
-settings at the default steps and reports, per setting: file bits/dim, the realized KL of the
+Encodes the same test images with several (chunk_bits, extra_candidate_bits, max_candidate_bits,
+target_gain) settings at the default steps and reports, per setting: file bits/dim, the realized KL of the
 trajectory (a sample biased toward p makes later steps carry more), where the exact stage
 started, and encode seconds per image (one torch thread).
 """
@@ -22,7 +22,9 @@ from diffcodec.codec import CodecConfig, encode
 from diffcodec.images import load_folder_tiles
 from diffcodec.models.checkpoint import load_model
 
-SETTINGS = [(10, 5, 16), (12, 4, 16), (13, 2, 16), (13, 3, 16), (14, 3, 17), (15, 2, 17)]
+# The first row is the codec's settings before 2026-11-24; (13, 3, 16, 1.4) is the default since.
+SETTINGS = [(10, 5, 16, 1.0), (13, 3, 16, 1.0), (10, 5, 16, 1.4), (13, 2, 16, 1.4), (13, 3, 16, 1.4), (13, 3, 16, 1.8),
+            (14, 3, 17, 1.4)]
 
 
 def main() -> None:
@@ -37,13 +39,14 @@ def main() -> None:
     images = load_folder_tiles(args.data, limit=args.limit)
     dims = images[0].size
     rows = []
-    for chunk_bits, extra, most in SETTINGS:
-        config = replace(CodecConfig(), chunk_bits=chunk_bits, extra_candidate_bits=extra, max_candidate_bits=most)
+    for chunk_bits, extra, most, gain in SETTINGS:
+        config = replace(CodecConfig(), chunk_bits=chunk_bits, extra_candidate_bits=extra, max_candidate_bits=most,
+                         target_gain=gain)
         start = time.perf_counter()
         results = [encode(px, "RGB", model, config) for px in images]
         seconds = (time.perf_counter() - start) / len(images)
         rows.append({
-            "chunk_bits": chunk_bits, "extra_candidate_bits": extra, "max_candidate_bits": most,
+            "chunk_bits": chunk_bits, "extra_candidate_bits": extra, "max_candidate_bits": most, "target_gain": gain,
             "file_bpd": float(np.mean([r.bits_total for r in results]) / dims),
             "trajectory_kl_bpd": float(np.mean([r.steps[-1].kl_bits for r in results]) / dims),
             "exact_from_t": [r.steps[-2].t for r in results],
