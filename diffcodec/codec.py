@@ -385,6 +385,8 @@ def encode(
                 break  # past the cheapest stopping point: later steps only cost more
             past_best = total > SKIP_TOLERANCE * best_total and step >= 2
 
+    if on_step is not None and len(records) < S:
+        on_step(S - len(records))  # steps past the stopping point are never simulated: a progress bar completes
     # Choose where the chain stops and the exact stage's scale.
     if forced_stop is None:
         live_bits = _replay_bits(records, config.chunk_bits)
