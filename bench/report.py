@@ -110,6 +110,17 @@ def main() -> None:
                   f"{b['exact_bits'] / b['exact_ideal_bits']:.3f} |")
             print(f"| **file** | **{total:.0f}** | {elbo_bits:.0f} (negative ELBO at S={codec['steps']}) | **{total / elbo_bits:.3f}** |")
 
+    profile_tables()
+    sweep = RESULTS / "chunk_sweep.json"
+    if sweep.exists():
+        d = json.loads(sweep.read_text())
+        print(f"\n### Chunk size, spare candidates, target gain ({d['images']} images, S = {d['steps']}, 1 thread)\n")
+        print("| chunk_bits | extra candidate bits | max candidate bits | target gain | file bits/dim | trajectory KL bits/dim | encode s/image |")
+        print("|---|---|---|---|---|---|---|")
+        for r in d["rows"]:
+            print(f"| {r['chunk_bits']} | {r['extra_candidate_bits']} | {r['max_candidate_bits']} | {r['target_gain']} | "
+                  f"{r['file_bpd']:.3f} | {r['trajectory_kl_bpd']:.3f} | {r['encode_s_per_image']:.2f} |")
+
     for photos in sorted(RESULTS.glob("photos_crop*.json"), key=lambda p: int(p.stem.split("crop")[1])):
         data = json.loads(photos.read_text())
         s = data["summary"]
@@ -122,6 +133,20 @@ def main() -> None:
               f"(one torch thread; {photos.name})")
         if "curve" in data:
             photo_rd_table(data, s["crop"])
+
+
+def profile_tables() -> None:
+    """Share of encode and decode time per component (bench/profile_codec.py)."""
+    for path in sorted(RESULTS.glob("profile_*.json")):
+        d = json.loads(path.read_text())
+        per = "image" if d["pixels_per_image"] == 1024 else "megapixel"
+        table = d["seconds_per_image"] if per == "image" else d["seconds_per_megapixel"]
+        side = int(round(d["pixels_per_image"] ** 0.5))
+        print(f"\n### Where the time goes: {side}×{side} images, S = {d['config']['steps']}, 1 thread ({path.name})\n")
+        print(f"| component | encode s/{per} | share | decode s/{per} | share |\n|---|---|---|---|---|")
+        for k in ("network", "channel simulation", "entropy coding", "other", "total"):
+            e, dd = table["encode"][k], table["decode"][k]
+            print(f"| {k} | {e:.2f} | {100 * e / table['encode']['total']:.0f}% | {dd:.2f} | {100 * dd / table['decode']['total']:.0f}% |")
 
 
 def photo_rd_table(data: dict, crop: int) -> None:
