@@ -21,7 +21,7 @@ import numpy as np
 
 from diffcodec.baselines import available_codecs, lossy_sweep, measure
 from diffcodec.codec import CodecConfig, decode, encode
-from diffcodec.images import list_images, load_image
+from diffcodec.images import load_centre_crops
 from diffcodec.models.checkpoint import load_model
 from diffcodec.evaluate import dataset_bpd
 from diffcodec.rdcurve import aggregate
@@ -39,11 +39,7 @@ def main() -> None:
     args = ap.parse_args()
 
     model = load_model(args.model)
-    crops = []
-    for path in list_images(args.data)[: args.limit]:
-        px = load_image(path).pixels
-        y, x = (px.shape[0] - args.crop) // 2, (px.shape[1] - args.crop) // 2
-        crops.append(np.ascontiguousarray(px[y : y + args.crop, x : x + args.crop]))
+    crops = load_centre_crops(args.data, args.crop, args.limit)
     rows, results = [], []
     for px in crops:
         start = time.perf_counter()

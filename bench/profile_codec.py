@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from diffcodec.codec import CodecConfig, decode, encode
-from diffcodec.images import list_images, load_folder_tiles, load_image
+from diffcodec.images import load_centre_crops, load_folder_tiles
 from diffcodec.models.checkpoint import load_model
 
 def component_seconds(stats: pstats.Stats, total: float) -> dict[str, float]:
@@ -65,14 +65,7 @@ def profiled(fn, *args, **kwargs):
 
 
 def load_inputs(data: str, crop: int | None, limit: int) -> list[np.ndarray]:
-    if crop is None:
-        return load_folder_tiles(data, limit=limit)
-    out = []
-    for path in list_images(data)[:limit]:
-        px = load_image(path).pixels
-        y, x = (px.shape[0] - crop) // 2, (px.shape[1] - crop) // 2
-        out.append(np.ascontiguousarray(px[y : y + crop, x : x + crop]))
-    return out
+    return load_folder_tiles(data, limit=limit) if crop is None else load_centre_crops(data, crop, limit)
 
 
 def main() -> None:

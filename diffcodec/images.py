@@ -100,6 +100,16 @@ def load_folder_tiles(folder: str | Path, limit: int | None = None, size: int = 
     return np.stack(out)
 
 
+def load_centre_crops(folder: str | Path, size: int, limit: int | None = None) -> list[np.ndarray]:
+    """The centre ``size`` × ``size`` crop of each image in ``folder`` (sorted by name), for benchmarks on photos."""
+    out = []
+    for path in list_images(folder)[:limit]:
+        px = load_image(path).pixels
+        y, x = max(0, (px.shape[0] - size) // 2), max(0, (px.shape[1] - size) // 2)
+        out.append(np.ascontiguousarray(px[y : y + size, x : x + size]))
+    return out
+
+
 def to_rgb_planes(pixels: np.ndarray) -> list[np.ndarray]:
     """Split an (H, W, C) image into the 3-channel planes the RGB model codes.
 
