@@ -25,7 +25,7 @@ def command(input, as_json):
       diffcodec info photo.dfc
       diffcodec info photo.dfc --json | python -m json.tool
     """
-    from diffcodec.container import VERSION, describe
+    from diffcodec.container import describe
 
     dfc = common.read_dfc(input)
     d = describe(dfc)
@@ -39,7 +39,7 @@ def command(input, as_json):
         state = f"cut short: {d['points_lost']} truncation point(s) lost, decodes to t={d['points'][-1]['t']}"
     else:
         state = f"truncated: decodes to t={d['points'][-1]['t']}"
-    click.echo(f"{input}: .dfc version {VERSION}, {d['total_bytes']} bytes, {8 * d['total_bytes'] / dims:.4f} bits/dim")
+    click.echo(f"{input}: .dfc version {d['version']}, {d['total_bytes']} bytes, {8 * d['total_bytes'] / dims:.4f} bits/dim")
     click.echo(f"  image     {d['width']}×{d['height']} {d['mode']}")
     click.echo(f"  model     {d['model_id']} (T={d['schedule_steps']})")
     click.echo(f"  coding    {d['num_steps']} steps, chunk_bits {d['chunk_bits']}, {d['threads']} thread(s)")

@@ -401,6 +401,7 @@ def describe(f: DfcFile) -> dict[str, Any]:
         "width": h.width,
         "height": h.height,
         "mode": h.mode,
+        "version": h.version,
         "model_id": h.model_id.hex(),
         "num_steps": h.num_steps,
         "schedule_steps": h.schedule_steps,

@@ -133,6 +133,9 @@ def test_decode_stop_below_exact_from_gives_its_last_lossy_state(encoded, work, 
     neither truncated nor cut: no note (stop 1 used to print "truncated at t=0")."""
     info = last_json(run("info", encoded["dfc"], "--json"))
     assert (info["exact_from_t"], info["spacing"], info["complete"]) == (501, "uniform", True)
+    assert info["version"] == 2
+    v1 = run("info", str(Path(__file__).parent / "expected" / "codec_v1.dfc"))
+    assert ".dfc version 1," in v1.output
     result = run("decode", encoded["dfc"], "-o", work / "low.png", "--stop-at-t", stop, "--model", model, "--json")
     out = last_json(result)
     assert out["t"] == 501 and not out["complete"] and out["notes"] == []
