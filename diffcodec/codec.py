@@ -50,7 +50,7 @@ from .rng import normals, raw_uint64, stream_key
 from .tiling import TileLayout
 
 MAX_INDEX_BITS = 20  # format constant: PFR indices are < 2^20
-STREAM_SEED = 0x444643  # mixed into every shared-randomness key of format version 1
+STREAM_SEED = 0x444643  # mixed into every shared-randomness key of format versions 1 and 2
 _LN2 = math.log(2.0)
 # The chain runs on until prefix + exact stage exceeds its best by STOP_TOLERANCE, or by
 # SKIP_TOLERANCE when the next step would carry over 1% of that best in KL (the last, expensive steps).
@@ -68,7 +68,7 @@ class CodecConfig:
 
     steps: int = 50  # with quad spacing: measured as good as 100 and twice as fast (docs/codec.md)
     # Larger chunks pay PFR's per-chunk overhead fewer times; fewer spare candidates bias the sample
-    # toward p but make indices cheaper.  Measured in docs/codec.md ("Chunk size and candidates").
+    # toward p but make indices cheaper.  Measured in docs/codec.md ("Chunk size, candidates and target gain").
     chunk_bits: int = 13
     extra_candidate_bits: int = 3  # K = 2^(⌈chunk KL⌉ + this)
     max_candidate_bits: int = 16
@@ -78,6 +78,7 @@ class CodecConfig:
     exact_from_t: int | None = None  # paper t the exact stage starts from (None: the encoder picks the cheapest)
     # Truncated PFR pulls its sample toward p (fidelity ~0.9), so later steps must resend what it missed.
     # Aiming each chunk at μ_p + g·(μ_q − μ_p) instead of μ_q recovers part of it (docs/codec.md).
+    # Encoder-only: the decoder never sees the target, so any gain decodes.
     target_gain: float = 1.4
     spacing: str = "quad"  # how the steps spread over T: "uniform" or "quad" (dense at low noise)
 
