@@ -138,6 +138,8 @@ class Trainer:
         self.ema.load_state_dict(ckpt["ema"])
         if "optimizer" in ckpt:  # a compact state (models/train-state.pt) restarts Adam's moments
             self.opt.load_state_dict(ckpt["optimizer"])
+            for group in self.opt.param_groups:  # the learning rate asked for now, not the saved one
+                group["lr"] = self.config.lr
         self.step, self.images_seen = ckpt["step"], ckpt.get("images_seen", 0)
         if self.sampler is not None and "sampler" in ckpt:
             self.sampler.history, self.sampler.count = ckpt["sampler"]

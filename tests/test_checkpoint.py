@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -176,6 +178,15 @@ def test_trainer_writes_a_checkpoint_that_resumes(tmp_path, training_set):
     assert model.variance is VarianceKind.LEARNED_RANGE and model.schedule == SCHEDULE
     eps, var = outputs(model)
     assert torch.isfinite(eps).all() and torch.isfinite(var).all()
+
+
+def test_resuming_applies_the_learning_rate_asked_for(tmp_path, training_set):
+    """Adam's moments come back from the checkpoint, the learning rate from the command (to fine-tune lower)."""
+    out = tmp_path / "ckpt.pt"
+    Trainer(training_set, out, unet=TINY_UNET, schedule=SCHEDULE, config=TRAIN).run(max_steps=2)
+    lower = Trainer(training_set, out, unet=TINY_UNET, schedule=SCHEDULE, config=replace(TRAIN, lr=5e-5))
+    assert [g["lr"] for g in lower.opt.param_groups] == [5e-5]
+    assert len(lower.opt.state_dict()["state"]) > 0
 
 
 def test_trainer_refuses_to_resume_another_network(tmp_path, training_set):
