@@ -38,6 +38,15 @@ def tiny_checkpoint_dict(model: DiffusionModel) -> dict:
     }
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a test module (outputs differ at ~1e-6 between thread counts)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def tiny_model() -> DiffusionModel:
     return make_tiny_model()

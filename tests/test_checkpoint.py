@@ -23,12 +23,7 @@ from diffcodec.models.train import Objective, TrainConfig, Trainer
 from conftest import TINY_UNET, make_tiny_model, tiny_checkpoint_dict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the network on one thread, as the codec runs it
 
 
 def outputs(model, seed: int = 0):

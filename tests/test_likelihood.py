@@ -21,12 +21,7 @@ from diffcodec.models.train import Objective, training_losses
 from conftest import make_tiny_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the network on one thread, as the codec runs it
 
 
 def fixed_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
