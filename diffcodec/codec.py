@@ -284,12 +284,13 @@ def _exact_bits(symbols: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> n
     return np.array(out)
 
 
-def _simulate_step(chain: _Chain, config: CodecConfig, step: int, rng, x_new, mu_q, sd_q, mu_p, sd_p):
+def _simulate_step(chain: _Chain, config: CodecConfig, sizes: StepSizeCoder, step: int, rng,
+                   x_new, mu_q, sd_q, mu_p, sd_p):
     """Channel-simulate one step over all real dimensions; fills ``x_new`` with the decoder's sample."""
     r = chain.real_idx
     kl_dims = kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]) / _LN2
     # A chunk holds at least one dimension, however large its KL.
-    level, n_chunks, cls = StepSizeCoder(config.chunk_bits).level_for(float(kl_dims.sum()), len(r))
+    level, n_chunks, cls = sizes.level_for(float(kl_dims.sum()), len(r))
     parts = chain.chunks(step, n_chunks)
     keys, coeffs, counts = [], [], []
     for j, dims in enumerate(parts):
@@ -360,7 +361,7 @@ def encode(
                     if kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]).sum() / _LN2 > 0.01 * best_total:
                         break  # an expensive step, most likely simulated only to be discarded
             x_new = np.empty_like(x0)
-            rec, kl_bits = _simulate_step(chain, config, step, rng, x_new, mu_q, sd_q, mu_p, sd_p)
+            rec, kl_bits = _simulate_step(chain, config, live_models.sizes, step, rng, x_new, mu_q, sd_q, mu_p, sd_p)
             chain.fill_padding(x_new, step, mu_p, sd_p)
             x = x_new.astype(np.float32).astype(np.float64)  # the state both sides hold is float32
             _write_step(live, live_models, rec)
