@@ -28,6 +28,11 @@ from .options import debug_option
 @click.option("--fixed-variance", is_flag=True, help="Fixed Σ = β̃ instead of learned variances.")
 @click.option("--no-fourier", is_flag=True, help="Disable Fourier-feature inputs.")
 @click.option("--photo-fraction", type=float, default=0.25, show_default=True, help="Share of each batch cropped from photo folders.")
+@click.option("--coarse", "coarse", multiple=True, type=click.Path(exists=True),
+              help="Lossy 32×32 images (e.g. the CIFAR-10 JPEG tarball) used only at high noise; repeatable.")
+@click.option("--coarse-min-t", type=int, default=100, show_default=True, help="Lowest timestep that may use --coarse images.")
+@click.option("--coarse-fraction", type=float, default=0.5, show_default=True,
+              help="Share of images at t ≥ --coarse-min-t drawn from --coarse.")
 @click.option("--bf16/--fp32", default=True, show_default=True, help="bf16 autocast on CPU.")
 @click.option("--checkpoint-minutes", type=float, default=10.0, show_default=True)
 @click.option("--eval-dir", type=click.Path(exists=True, file_okay=False), default=None, help="Held-out PNGs to score at each checkpoint.")
@@ -36,7 +41,7 @@ from .options import debug_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @debug_option
 def train(data, out, max_steps, minutes, batch_size, lr, objective, schedule, channels, channel_mult, res_blocks, attention,
-          dropout, fixed_variance, no_fourier, photo_fraction, bf16, checkpoint_minutes, eval_dir, eval_limit, export, seed):
+          dropout, fixed_variance, no_fourier, photo_fraction, coarse, coarse_min_t, coarse_fraction, bf16, checkpoint_minutes, eval_dir, eval_limit, export, seed):
     """Train the reverse process p_θ on DATA (.npy arrays, image folders, CIFAR tarballs).
 
     Folders of 32×32 images are used whole; folders of larger photos are cropped at several scales.
@@ -64,7 +69,9 @@ def train(data, out, max_steps, minutes, batch_size, lr, objective, schedule, ch
     )
     config = TrainConfig(batch_size=batch_size, lr=lr, objective=Objective(objective), bf16=bf16,
                          checkpoint_minutes=checkpoint_minutes, seed=seed, photo_fraction=photo_fraction)
-    trainer = Trainer(TrainingSet(list(data), photo_fraction=photo_fraction), out, unet, ScheduleConfig(ScheduleKind(schedule)), config)
+    data_set = TrainingSet(list(data), photo_fraction=photo_fraction, coarse_sources=list(coarse),
+                           coarse_min_t=coarse_min_t, coarse_fraction=coarse_fraction)
+    trainer = Trainer(data_set, out, unet, ScheduleConfig(ScheduleKind(schedule)), config)
     if trainer.rank == 0:
         n = sum(p.numel() for p in trainer.net.parameters())
         click.echo(f"{n / 1e6:.2f}M parameters, resuming at step {trainer.step}" if trainer.step else f"{n / 1e6:.2f}M parameters")

@@ -63,9 +63,37 @@ class PhotoCrops:
 
 
 class TrainingSet:
-    """Mixes fixed-size image arrays with photo crops; draws batches with random horizontal flips."""
+    """Mixes fixed-size image arrays with photo crops; draws batches with random horizontal flips.
 
-    def __init__(self, sources: list[str | Path], photo_fraction: float = 0.25, size: int = 32):
+    ``coarse_sources`` are lossy images (the CIFAR-10 JPEG tarball) used only where the noise hides
+    their artefacts: an image whose timestep is at least ``coarse_min_t`` comes from them with
+    probability ``coarse_fraction``.  Low-noise steps always see lossless images, so the fine-detail
+    statistics the lossless likelihood depends on are never learnt from JPEG.
+    """
+
+    def __init__(
+        self,
+        sources: list[str | Path],
+        photo_fraction: float = 0.25,
+        size: int = 32,
+        coarse_sources: list[str | Path] = (),
+        coarse_min_t: int = 100,
+        coarse_fraction: float = 0.5,
+    ):
+        arrays, photos = self._read(sources, size)
+        coarse, coarse_photos = self._read(coarse_sources, size) if coarse_sources else ([], [])
+        if coarse_photos:
+            raise ValueError("coarse sources must be 32×32 image sets (arrays, tarballs or folders), not photos")
+        self.coarse = np.concatenate(coarse) if coarse else None
+        self.coarse_min_t, self.coarse_fraction = coarse_min_t, coarse_fraction
+        self.array = np.concatenate(arrays) if arrays else np.empty((0, size, size, 3), np.uint8)
+        self.photos = PhotoCrops(photos, size=size) if photos else None
+        self.photo_fraction = photo_fraction if (self.photos and len(self.array)) else (1.0 if self.photos else 0.0)
+        if not len(self.array) and not self.photos:
+            raise ValueError("no training images found")
+
+    @staticmethod
+    def _read(sources: list[str | Path], size: int) -> tuple[list[np.ndarray], list[Path]]:
         arrays, photos = [], []
         for src in map(Path, sources):
             if not src.exists():
@@ -83,20 +111,19 @@ class TrainingSet:
                     photos.extend(files)
             else:
                 raise ValueError(f"unsupported training source: {src}")
-        self.array = np.concatenate(arrays) if arrays else np.empty((0, size, size, 3), np.uint8)
-        self.photos = PhotoCrops(photos, size=size) if photos else None
-        self.photo_fraction = photo_fraction if (self.photos and len(self.array)) else (1.0 if self.photos else 0.0)
-        if not len(self.array) and not self.photos:
-            raise ValueError("no training images found")
+        return arrays, photos
 
     def describe(self) -> dict:
         return {
             "array_images": int(len(self.array)),
             "photos": 0 if self.photos is None else len(self.photos.images),
             "photo_fraction": self.photo_fraction,
+            **({} if self.coarse is None else {"coarse_images": int(len(self.coarse)), "coarse_min_t": self.coarse_min_t,
+                                               "coarse_fraction": self.coarse_fraction}),
         }
 
-    def batch(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    def batch(self, n: int, rng: np.random.Generator, t: np.ndarray | None = None) -> np.ndarray:
+        """``n`` images; ``t`` (the batch's timesteps) lets high-noise entries come from the coarse set."""
         n_photo = int(rng.binomial(n, self.photo_fraction)) if self.photos else 0
         parts = []
         if n - n_photo:
@@ -104,6 +131,10 @@ class TrainingSet:
         if n_photo:
             parts.append(self.photos.sample(n_photo, rng))
         out = np.concatenate(parts)
+        if self.coarse is not None and t is not None:
+            rng.shuffle(out)  # photos sit at the end; any position may be replaced
+            swap = (np.asarray(t) >= self.coarse_min_t) & (rng.random(n) < self.coarse_fraction)
+            out[swap] = self.coarse[rng.integers(len(self.coarse), size=int(swap.sum()))]
         flip = rng.random(n) < 0.5
         out[flip] = out[flip, :, ::-1]
         return out

@@ -170,11 +170,11 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         cfg = self.config
-        x = images_to_model_space(self.data.batch(cfg.batch_size, self.rng))
         if self.sampler is not None:
             t_np, w_np = self.sampler.sample(cfg.batch_size, self.rng)
         else:
             t_np, w_np = self.rng.integers(self.schedule.num_steps, size=cfg.batch_size), np.ones(cfg.batch_size)
+        x = images_to_model_space(self.data.batch(cfg.batch_size, self.rng, t=t_np))
         t = torch.from_numpy(t_np)
         noise = torch.from_numpy(self.rng.standard_normal(x.shape, dtype=np.float32))
         net = self.ddp or self.net

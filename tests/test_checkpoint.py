@@ -189,3 +189,32 @@ def test_trainer_refuses_to_resume_another_network(tmp_path, training_set):
     Trainer(training_set, out, unet=TINY_UNET, schedule=SCHEDULE, config=TRAIN).run(max_steps=1)
     with pytest.raises(ValueError, match="another network or schedule"):
         Trainer(training_set, out, unet=TINY_UNET, schedule=ScheduleConfig(num_steps=200), config=TRAIN)
+
+
+def test_coarse_images_only_replace_high_noise_entries(tmp_path):
+    black, white = tmp_path / "lossless.npy", tmp_path / "coarse.npy"
+    np.save(black, np.zeros((8, 32, 32, 3), np.uint8))
+    np.save(white, np.full((8, 32, 32, 3), 255, np.uint8))
+    rng = np.random.default_rng(0)
+    t = np.array([0, 99, 100, 999] * 250)
+
+    always = TrainingSet([black], coarse_sources=[white], coarse_min_t=100, coarse_fraction=1.0)
+    coarse = always.batch(len(t), rng, t=t).reshape(len(t), -1).max(axis=1) == 255
+    np.testing.assert_array_equal(coarse, t >= 100)
+    assert always.describe()["coarse_images"] == 8
+
+    half = TrainingSet([black], coarse_sources=[white], coarse_min_t=100, coarse_fraction=0.5)
+    coarse = half.batch(len(t), rng, t=t).reshape(len(t), -1).max(axis=1) == 255
+    assert not coarse[t < 100].any() and 0.4 < coarse[t >= 100].mean() < 0.6
+    # without timesteps (or without a coarse set) batches are lossless only
+    assert half.batch(64, rng).max() == 0
+
+
+def test_coarse_sources_must_be_image_sets(tmp_path):
+    from PIL import Image
+
+    np.save(tmp_path / "a.npy", np.zeros((2, 32, 32, 3), np.uint8))
+    (tmp_path / "photos").mkdir()
+    Image.new("RGB", (80, 60)).save(tmp_path / "photos" / "p.png")
+    with pytest.raises(ValueError, match="coarse"):
+        TrainingSet([tmp_path / "a.npy"], coarse_sources=[tmp_path / "photos"])
