@@ -32,6 +32,7 @@ import constriction
 import numpy as np
 import torch
 
+from . import exact
 from .channel import decode_chunk, encode_chunks, kl_nats, log_weight_coefficients
 from .container import VERSION, DfcFile, StreamHeader, TruncationPoint, head_size
 from .diffusion import SPACINGS, GaussianDiffusion, spaced_timesteps
@@ -45,7 +46,7 @@ from .entropy import (
     pixel_gaussian_params,
 )
 from .errors import DiffcodecError
-from .losses import discretized_gaussian_log_likelihood
+from .exact import EXACT_SCALES
 from .rng import normals, raw_uint64, stream_key
 from .tiling import TileLayout
 
@@ -218,8 +219,6 @@ class _Chain:
 
 
 
-EXACT_SCALES = 2.0 ** (np.arange(-12, 4) / 4.0)  # c in N(x̂_0, (c·σ)²): 16 values, 2^-3 .. 2^0.75
-
 
 def _state_check(words: np.ndarray, end_word: int, state: np.ndarray) -> int:
     """16-bit check of the data prefix and the decoder's state at a truncation point."""
@@ -261,27 +260,25 @@ def _write_step(coder, models: _Models, rec: _StepRecord) -> None:
         models.index.encode(coder, rec.cls, k)
 
 
-def _exact_params(chain: _Chain, pred: dict[str, np.ndarray], index: int, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _exact_params(chain: _Chain, pred: dict[str, np.ndarray], index: int, mask: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and base log-variance of the exact stage from the state at chain index ``index`` (flat, masked).
 
     At index 0 this is Eq. 13's p_θ(x_0 | x_1); above it, x̂_0 with the variance of its noise term.
     """
     if index == 0:
-        return pred["mean"][mask], pred["log_variance"][mask]
-    d = chain.diffusion
-    log_var = math.log((1.0 - d.alphas_cumprod[index]) / d.alphas_cumprod[index])
-    return pred["pred_xstart"][mask], np.full(int(mask.sum()), log_var)
+        mean, log_var = pred["mean"], pred["log_variance"]
+    else:
+        d = chain.diffusion
+        mean = pred["pred_xstart"]
+        log_var = np.full(len(mean), math.log((1.0 - d.alphas_cumprod[index]) / d.alphas_cumprod[index]))
+    return (mean, log_var) if mask is None else (mean[mask], log_var[mask])
 
 
-def _exact_bits(symbols: np.ndarray, mean: np.ndarray, log_var: np.ndarray) -> np.ndarray:
-    """Bits of the exact stage for every scale in EXACT_SCALES (Eq. 13 likelihood)."""
-    x = torch.from_numpy(symbols.astype(np.float64) / 127.5 - 1.0)
-    mu = torch.from_numpy(mean)
-    out = []
-    for c in EXACT_SCALES:
-        log_scale = torch.from_numpy(0.5 * log_var + math.log(c))
-        out.append(float(-discretized_gaussian_log_likelihood(x, mu, log_scale).sum()) / _LN2)
-    return np.array(out)
+def _exact_planes(chain: _Chain, planes: exact.ExactLayout, pred: dict[str, np.ndarray], index: int):
+    """The exact stage's base Gaussians (pixel units) as planes: (means, stds), each a list of (H, W, c)."""
+    mu, sd = pixel_gaussian_params(*_exact_params(chain, pred, index))
+    return planes.planes(mu), planes.planes(sd)
 
 
 def _simulate_step(chain: _Chain, config: CodecConfig, sizes: StepSizeCoder, step: int, rng,
@@ -322,6 +319,8 @@ def encode(
     real = chain.real
     exact_mask = layout.lossless_mask().reshape(-1)
     symbols = tiles.reshape(-1)[exact_mask].astype(np.int32)
+    planes = exact.ExactLayout(layout)
+    pixel_planes = planes.planes(tiles.reshape(-1))
     rng = np.random.default_rng([STREAM_SEED, layout.height, layout.width])  # private PFR arrivals; files are reproducible
     diffusion = chain.diffusion
     S = chain.num_steps
@@ -370,15 +369,14 @@ def encode(
             states.append(x.astype(np.float32))
             pred = chain.predict(x, index)
             preds.append(pred)
-            mean, log_var = _exact_params(chain, pred, index, exact_mask)
-            exact_costs.append(_exact_bits(symbols, mean, log_var))
+            exact_costs.append(exact.plan(planes, pixel_planes, *_exact_planes(chain, planes, pred, index)))
             prefix_bits = 32 * live.num_words()
             reports.append(StepReport(t=chain.paper_t(index), bits=0, kl_bits=kl_total,
                                       rmse=_rmse(layout, chain.pixels_from_x0(pred["pred_xstart"]), pixels),
                                       chunks=rec.chunks))
             if on_step is not None:
                 on_step(1)
-            total = prefix_bits + exact_costs[-1].min()
+            total = prefix_bits + exact_costs[-1].bits
             best_total = min(best_total, total)
             if forced_stop is not None:
                 if step == forced_stop:
@@ -392,10 +390,9 @@ def encode(
     # Choose where the chain stops and the exact stage's scale.
     if forced_stop is None:
         live_bits = _replay_bits(records, config.chunk_bits)
-        stop = int(np.argmin([b + c.min() for b, c in zip(live_bits, exact_costs)]))
+        stop = int(np.argmin([b + c.bits for b, c in zip(live_bits, exact_costs)]))
     else:
         stop = min(forced_stop, len(records) - 1)
-    scale = int(np.argmin(exact_costs[stop]))
     index = S - 1 - stop
 
     # Pass 2: write the stream: steps 0..stop, then the exact stage from the state after ``stop``.
@@ -404,17 +401,14 @@ def encode(
     for rec in records[: stop + 1]:
         _write_step(coder, models, rec)
         marks.append(coder.num_words())
-    encode_raw_bits(coder, scale, 4)
-    mean, log_var = _exact_params(chain, preds[stop], index, exact_mask)
-    mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * math.log(EXACT_SCALES[scale]))
-    coder.encode(symbols, PIXEL_MODEL, mu, sd)
+    exact.encode(coder, planes, exact_costs[stop], pixel_planes, *_exact_planes(chain, planes, preds[stop], index))
     words = coder.get_compressed()
     if on_step is not None:
         on_step(1)
     # A range decoder reads one word ahead: a prefix needs the word after the step's last one.
     marks = [min(m + 1, len(words)) for m in marks] + [len(words)]
     reports = reports[: stop + 1]
-    reports.append(StepReport(t=0, bits=0, kl_bits=reports[-1].kl_bits + float(exact_costs[stop][scale]), rmse=0.0))
+    reports.append(StepReport(t=0, bits=0, kl_bits=reports[-1].kl_bits + exact_costs[stop].bits, rmse=0.0))
 
     header = header_for(S - stop)
     point_states = _choose_points(len(marks), len(words), config.points)
@@ -543,12 +537,18 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
         if target == last_step + 1:
             index = S - 1 - last_step
             mask = layout.lossless_mask().reshape(-1)
-            scale = decode_raw_bits(coder, 4)
-            mean, log_var = _exact_params(chain, pred, index, mask)
-            mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * math.log(EXACT_SCALES[scale]))
-            symbols = coder.decode(PIXEL_MODEL, mu, sd)
             flat = np.zeros(int(np.prod(layout.shape)), dtype=np.uint8)
-            flat[mask] = symbols.astype(np.uint8)
+            if h.version >= 3:
+                planes = exact.ExactLayout(layout)
+                for m, values in zip(planes.maps, exact.decode(coder, planes, *_exact_planes(chain, planes, pred, index))):
+                    flat[m] = values
+                symbols = flat[mask]
+            else:  # versions 1 and 2: one scale, every subpixel independent
+                scale = decode_raw_bits(coder, 4)
+                mean, log_var = _exact_params(chain, pred, index, mask)
+                mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * math.log(EXACT_SCALES[scale]))
+                symbols = coder.decode(PIXEL_MODEL, mu, sd)
+                flat[mask] = symbols.astype(np.uint8)
             _verify(words, points[target], symbols.astype(np.float32), 0)
             pixels = layout.merge(layout.fill_replicated(flat.reshape(layout.shape)))
             if dfc.image_crc32 is not None and zlib.crc32(pixels.tobytes()) != dfc.image_crc32:

@@ -41,8 +41,8 @@ from .diffusion import SPACINGS, spaced_timesteps
 from .errors import DiffcodecError
 
 MAGIC = b"DFC"
-VERSION = 2  # what this diffcodec writes
-READABLE_VERSIONS = (1, 2)  # same layout; version 2 codes each step's level as a change (docs/format.md)
+VERSION = 3  # what this diffcodec writes
+READABLE_VERSIONS = (1, 2, 3)  # same layout; the payload's meaning differs (docs/format.md "Versions")
 KNOWN_FLAGS = 0  # flag bits versions 1 and 2 define (none); a file with any other bit set is refused
 MODES = ("L", "RGB", "RGBA")  # stored as 0, 1, 2 in the top two bits of the mode byte
 MODEL_ID_BYTES = 8

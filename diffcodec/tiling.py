@@ -95,6 +95,20 @@ class TileLayout:
             mask[k * per : (k + 1) * per, 1:] = False
         return mask
 
+    def plane_index_maps(self) -> list[np.ndarray]:
+        """Per plane, (H, W, c) indices into the flattened tiles of the subpixels the exact stage codes.
+
+        c is 3 for a colour plane and 1 for a replicated one (grey, alpha): together the maps cover
+        :meth:`lossless_mask` exactly.
+        """
+        flat = np.arange(math.prod(self.shape)).reshape(self.shape)
+        per = self.rows * self.cols
+        out = []
+        for k in range(self.planes):
+            image = self._plane_of_tiles(flat[k * per : (k + 1) * per])
+            out.append(image[..., :1] if (self.mode == "L" or k == 1) else image)
+        return out
+
     def fill_replicated(self, tiles: np.ndarray) -> np.ndarray:
         """Copy channel 0 into channels 1–2 of replicated planes (after the exact L_0 decode)."""
         out = tiles.copy()

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from diffcodec.cli.main import main
-from diffcodec.container import decode_file
+from diffcodec.container import VERSION, decode_file
 from diffcodec.models import checkpoint
 
 FAST = ["--steps", "3", "--max-candidate-bits", "8", "--spacing", "uniform"]  # t = 1000, 501, 1
@@ -133,7 +133,7 @@ def test_decode_stop_below_exact_from_gives_its_last_lossy_state(encoded, work, 
     neither truncated nor cut: no note (stop 1 used to print "truncated at t=0")."""
     info = last_json(run("info", encoded["dfc"], "--json"))
     assert (info["exact_from_t"], info["spacing"], info["complete"]) == (501, "uniform", True)
-    assert info["version"] == 2
+    assert info["version"] == VERSION
     v1 = run("info", str(Path(__file__).parent / "expected" / "codec_v1.dfc"))
     assert ".dfc version 1," in v1.output
     result = run("decode", encoded["dfc"], "-o", work / "low.png", "--stop-at-t", stop, "--model", model, "--json")

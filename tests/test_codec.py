@@ -12,9 +12,9 @@ stop after two states (x_1000, x_501, then x_0).  Tests that need the whole chai
 over all steps, stop-at-t at every coded t, cuts and truncation at several points) use
 ``FULL``, which forces the exact stage to start at x_1 (the paper's L_0).
 
-GOLDEN BITSTREAM: tests/expected/codec_v2.sha256 is the SHA-256 of the file produced by
-:func:`golden_encoding` (format version 2).  tests/expected/codec_v1.dfc is a version-1 stream
-written before version 2 existed; it must keep decoding.  It pins the whole format (container, shared randomness, chunking,
+GOLDEN BITSTREAM: tests/expected/codec_v3.sha256 is the SHA-256 of the file produced by
+:func:`golden_encoding` (format version 3).  tests/expected/codec_v1.dfc, codec_v2.dfc and
+codec_v2_rgba.dfc are streams written by the version-1 and version-2 encoders; they must keep decoding.  It pins the whole format (container, shared randomness, chunking,
 PFR, range coding) *and* the tiny model's arithmetic, so it is machine-dependent (see the
 test's docstring).  Regenerate it only on purpose, after a deliberate format change, with
 
@@ -37,8 +37,9 @@ from diffcodec.errors import DiffcodecError
 
 from conftest import make_tiny_model
 
-GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v2.sha256"
+GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v3.sha256"
 V1_STREAM = Path(__file__).parent / "expected" / "codec_v1.dfc"
+V2_STREAMS = {"RGB": Path(__file__).parent / "expected" / "codec_v2.dfc", "RGBA": Path(__file__).parent / "expected" / "codec_v2_rgba.dfc"}
 CONFIG = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform")
 FULL = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_from_t=1)  # the whole chain, exact stage from x_1
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
@@ -413,10 +414,24 @@ def test_version1_stream_still_decodes():
     assert decode(encode_file(cut), make_tiny_model(seed=0)).t > 0
 
 
+@pytest.mark.parametrize("mode, shape, seed", [("RGB", (8, 8), 0), ("RGBA", (5, 7), 1)])
+def test_version2_streams_still_decode(mode, shape, seed):
+    """Streams of format version 2 (one exact-stage scale, no residual prediction) decode exactly.
+
+    tests/expected/codec_v2.dfc and codec_v2_rgba.dfc: ``encode(image(*shape, mode, seed), mode,
+    make_tiny_model(seed=0), FULL)`` with the version-2 encoder; machine-dependent like the golden above.
+    """
+    data = V2_STREAMS[mode].read_bytes()
+    assert data[3] == 2 and decode_file(data).header.version == 2
+    np.testing.assert_array_equal(decode(data, make_tiny_model(seed=0)).pixels, image(*shape, mode, seed=seed))
+    cut = truncate(decode_file(data), 2)
+    assert decode(encode_file(cut), make_tiny_model(seed=0)).t > 0
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["--regenerate-golden"]:
         digest = hashlib.sha256(golden_encoding()).hexdigest()
-        GOLDEN_PATH.write_text(f"{digest}  codec_v2: tests/test_codec.py golden_encoding()\n")
+        GOLDEN_PATH.write_text(f"{digest}  codec_v3: tests/test_codec.py golden_encoding()\n")
         print(f"wrote {GOLDEN_PATH}: {digest}")
     else:
         sys.exit("usage: python tests/test_codec.py --regenerate-golden")

@@ -1,6 +1,6 @@
 """Tests of the .dfc container (diffcodec/container.py, docs/format.md).
 
-The golden vector tests/expected/container_v2.dfc is `encode_file(GOLDEN)`. It pins
+The golden vector tests/expected/container_v3.dfc is `encode_file(GOLDEN)`. It pins
 the byte layout: regenerate it only for a deliberate format change (which also
 bumps VERSION, see docs/format.md), with
 
@@ -30,8 +30,9 @@ from diffcodec.container import (
 from diffcodec.diffusion import SPACINGS
 from diffcodec.errors import DiffcodecError
 
-GOLDEN_PATH = Path(__file__).parent / "expected" / "container_v2.dfc"
-GOLDEN_V1_PATH = Path(__file__).parent / "expected" / "container_v1.dfc"  # same layout, version byte 1: still read
+GOLDEN_PATH = Path(__file__).parent / "expected" / "container_v3.dfc"
+# Same layout, older version bytes: still read.
+OLDER_GOLDEN = {1: Path(__file__).parent / "expected" / "container_v1.dfc", 2: Path(__file__).parent / "expected" / "container_v2.dfc"}
 
 # exact_from and spacing take non-default values, so the vector pins how they are stored (S − exact_from,
 # then the spacing code before flags: swapping two adjacent fields would change the bytes).
@@ -109,12 +110,13 @@ def test_golden_vector() -> None:
     assert decode_file(data) == GOLDEN
 
 
-def test_version_1_golden_vector_is_still_read() -> None:
-    """Version 2 changed only the payload's meaning: a version-1 file parses, keeps its version and re-encodes to itself."""
-    data = GOLDEN_V1_PATH.read_bytes()
-    v1 = DfcFile(header=replace(GOLDEN.header, version=1), points=GOLDEN.points, words=GOLDEN.words,
-                 image_crc32=GOLDEN.image_crc32)
-    assert data[3] == 1 and decode_file(data) == v1 and encode_file(v1) == data
+@pytest.mark.parametrize("version", sorted(OLDER_GOLDEN))
+def test_older_golden_vectors_are_still_read(version) -> None:
+    """Versions 2 and 3 changed only the payload's meaning: an older file parses, keeps its version and re-encodes to itself."""
+    data = OLDER_GOLDEN[version].read_bytes()
+    old = DfcFile(header=replace(GOLDEN.header, version=version), points=GOLDEN.points, words=GOLDEN.words,
+                  image_crc32=GOLDEN.image_crc32)
+    assert data[3] == version and decode_file(data) == old and encode_file(old) == data
     assert data[4:-2 - 4 * len(GOLDEN.words) - 4] == GOLDEN_PATH.read_bytes()[4:-2 - 4 * len(GOLDEN.words) - 4]
 
 
@@ -187,7 +189,7 @@ def test_truncate_rejects_t_outside_the_chain(stop_at_t: object) -> None:
     (b"", "empty file"),
     (b"DF", "ends inside the .dfc header"),
     (b"\x89PNG\r\n\x1a\n", "not a .dfc file"),
-    (b"DFC\x03" + bytes(40), "unsupported .dfc version 3, written by a newer diffcodec"),
+    (b"DFC\x04" + bytes(40), "unsupported .dfc version 4, written by a newer diffcodec"),
     (b"DFC\x00" + bytes(40), "unsupported .dfc version 0"),
     (encode_file(SMALL) + b"\x00", "1 bytes after the payload"),
 ])

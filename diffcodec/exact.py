@@ -1,0 +1,208 @@
+"""The exact stage of format version 3: x_0 losslessly from the last lossy state, predicting residuals.
+
+From the last lossy state the model gives every subpixel a Gaussian N(μ, σ²) in pixel units
+(Eq. 13's p_θ(x_0 | x_1) at x_1; x̂_0 and the variance of its noise term above x_1).  The
+residuals r = x_0 − μ are not independent: the denoiser averages noise over neighbouring pixels
+and across colour channels, so neighbours share its error (CIFAR-10 test images, t = 5: ρ ≈ 0.17
+between horizontal neighbours, 0.2–0.28 between channels; docs/codec.md "Exact stage").
+
+So each plane is coded in two checkerboard passes and, within a pass, channel by channel.  A
+*stage* (plane, pass, channel) codes its subpixels with the discretized Gaussian of Eq. 13 with
+mean μ + Σ_j w_j f_j and standard deviation c·σ, where the features f_j are residuals the decoder
+already has: the same pixel's earlier channels, then (second pass only) the mean residual of the
+pixel's decoded 4-neighbours in the same channel and in each earlier channel.  Each stage has its own scale c.
+
+Stream (after the last lossy step, docs/format.md): 1 bit (0: :data:`DEFAULT_WEIGHTS`, 1: explicit
+weights follow as 6 bits each, w = (q − 32)/16), then for every non-empty stage in order a 4-bit index
+into :data:`EXACT_SCALES` followed by that stage's symbols.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .entropy import PIXEL_MODEL, decode_raw_bits, encode_raw_bits
+from .tiling import TileLayout
+
+EXACT_SCALES = 2.0 ** (np.arange(-12, 4) / 4.0)  # c in N(mean, (c·σ)²): 16 values, 2^-3 .. 2^0.75
+WEIGHT_BITS = 6
+WEIGHT_OFFSET = 32  # w = (q − 32)/16: q in 0..63 covers −2 .. 1.9375
+WEIGHT_STEP = 1.0 / 16.0
+# Per stage (pass, channel) of a 3-channel plane and of a 1-channel plane, in q units, features in the
+# order Stage.features gives them.  Least squares pooled over CIFAR-10 test images 100–147 at t = 8
+# (x_t drawn from q, shipped model of 2026-11-23), rounded to the grid.
+DEFAULT_WEIGHTS = {
+    3: {(0, 0): (), (0, 1): (37,), (0, 2): (35, 37), (1, 0): (44,), (1, 1): (40, 48, 20), (1, 2): (35, 40, 49, 27, 22)},
+    1: {(0, 0): (), (1, 0): (44,)},
+}
+
+
+@dataclass(frozen=True)
+class Stage:
+    plane: int
+    second: bool  # the checkerboard's second pass: its 4-neighbours are decoded
+    channel: int
+
+    @property
+    def num_weights(self) -> int:
+        return self.channel + (1 + self.channel if self.second else 0)
+
+
+@dataclass(frozen=True)
+class ExactPlan:
+    """What the stream says about the exact stage: explicit weights (or None for the defaults) and a scale per stage."""
+
+    weights: tuple[tuple[int, ...], ...] | None
+    scales: tuple[int, ...]
+    bits: float  # the encoder's estimate of the stage's cost, side information included
+
+
+class ExactLayout:
+    """The planes of an image as the exact stage sees them, and their stages in coding order."""
+
+    def __init__(self, layout: TileLayout):
+        self.maps = layout.plane_index_maps()  # per plane: (H, W, c) flat indices into the tile layout
+        h, w = layout.height, layout.width
+        yy, xx = np.mgrid[:h, :w]
+        self.first = (yy + xx) % 2 == 0
+        inside = np.pad(self.first.astype(np.float64), 1)
+        # Number of first-pass 4-neighbours of each pixel (geometry only; 0 only for a 1×1 image).
+        self.neighbours = inside[:-2, 1:-1] + inside[2:, 1:-1] + inside[1:-1, :-2] + inside[1:-1, 2:]
+        self.stages = [Stage(k, second, ch) for k, m in enumerate(self.maps) for second in (False, True)
+                       for ch in range(m.shape[2]) if (~self.first if second else self.first).any()]
+
+    def planes(self, flat: np.ndarray) -> list[np.ndarray]:
+        return [flat[m] for m in self.maps]
+
+    def default_weights(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(DEFAULT_WEIGHTS[self.maps[s.plane].shape[2]][(int(s.second), s.channel)] for s in self.stages)
+
+    def features(self, stage: Stage, residual: np.ndarray) -> np.ndarray:
+        """(n, num_weights) features of the stage's subpixels from the plane's decoded residuals."""
+        sel = ~self.first if stage.second else self.first
+        cols = [residual[..., j][sel] for j in range(stage.channel)]
+        if stage.second:
+            for j in (stage.channel, *range(stage.channel)):
+                r = np.pad(np.where(self.first, residual[..., j], 0.0), 1)
+                total = r[:-2, 1:-1] + r[2:, 1:-1] + r[1:-1, :-2] + r[1:-1, 2:]
+                cols.append((total / np.maximum(self.neighbours, 1.0))[sel])
+        return np.stack(cols, axis=1) if cols else np.zeros((int(sel.sum()), 0))
+
+    def selection(self, stage: Stage) -> np.ndarray:
+        return (~self.first if stage.second else self.first)
+
+
+def _weights(q: tuple[int, ...]) -> np.ndarray:
+    return (np.asarray(q, dtype=np.float64) - WEIGHT_OFFSET) * WEIGHT_STEP
+
+
+def _stage_params(mu: np.ndarray, sd: np.ndarray, features: np.ndarray, q: tuple[int, ...], scale: int):
+    mean = mu + (features @ _weights(q) if len(q) else 0.0)
+    # constriction panics on NaN or a std of 0: clamp (the same on both sides).
+    mean = np.nan_to_num(np.clip(mean, -1e4, 1e4), nan=127.5)
+    return mean, np.clip(sd * EXACT_SCALES[scale], 1e-2, 1e4)
+
+
+def stage_bits(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """Bits of integer samples ``x`` (0..255) under Eq. 13's discretized Gaussian for every scale in EXACT_SCALES.
+
+    The edge bins take the tails (as :data:`PIXEL_MODEL` does); the upper tail is computed from the
+    survival function so that far-off samples keep their precision.  Returns shape (len(EXACT_SCALES),).
+    """
+    x_t, m_t = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(mean)
+    s = (torch.from_numpy(sd)[None, :] * torch.from_numpy(EXACT_SCALES)[:, None]).clamp(1e-2, 1e4)
+    lo = torch.where(x_t <= 0, torch.tensor(-math.inf, dtype=torch.float64), x_t - 0.5)
+    hi = torch.where(x_t >= 255, torch.tensor(math.inf, dtype=torch.float64), x_t + 0.5)
+    z_lo, z_hi = (lo - m_t) / s, (hi - m_t) / s
+    upper = z_lo > 0
+    p = torch.where(upper, torch.special.ndtr(-z_lo) - torch.special.ndtr(-z_hi),
+                    torch.special.ndtr(z_hi) - torch.special.ndtr(z_lo))
+    return (-torch.log2(p.clamp_min(1e-15))).sum(dim=1).numpy()
+
+
+def plan(layout: ExactLayout, x: list[np.ndarray], mu: list[np.ndarray], sd: list[np.ndarray]) -> ExactPlan:
+    """The encoder's choice of weights and scales for planes ``x`` (pixel values) given base ``mu`` and ``sd``.
+
+    Explicit weights are least squares per stage, rounded to the format's grid; they are sent when the
+    Gaussian estimate of what they save, Σ n/2·log₂(SSE_default / SSE_explicit), beats their 6 bits each.
+    """
+    residual = [xi.astype(np.float64) - m for xi, m in zip(x, mu)]
+    default = layout.default_weights()
+    fitted, feats, gain, cost = [], [], 0.0, 0
+    for stage, q_default in zip(layout.stages, default):
+        sel = layout.selection(stage)
+        f = layout.features(stage, residual[stage.plane])
+        y = residual[stage.plane][..., stage.channel][sel]
+        feats.append(f)
+        if not stage.num_weights:
+            fitted.append(())
+            continue
+        w = np.linalg.lstsq(f, y, rcond=None)[0]
+        q = tuple(int(v) for v in np.clip(np.round(w / WEIGHT_STEP) + WEIGHT_OFFSET, 0, 2**WEIGHT_BITS - 1))
+        fitted.append(q)
+        sse = [float(np.sum((y - f @ _weights(qq)) ** 2)) + 1e-9 for qq in (q_default, q)]
+        gain += 0.5 * len(y) * math.log2(sse[0] / sse[1])
+        cost += WEIGHT_BITS * len(q)
+    explicit = gain > cost
+    chosen = tuple(fitted) if explicit else default
+    bits, scales = 1.0 + (cost if explicit else 0), []
+    for stage, q, f in zip(layout.stages, chosen, feats):
+        sel = layout.selection(stage)
+        c = stage.channel
+        mean, _ = _stage_params(mu[stage.plane][..., c][sel], sd[stage.plane][..., c][sel], f, q, 0)
+        per_scale = stage_bits(x[stage.plane][..., c][sel], mean, sd[stage.plane][..., c][sel])
+        scales.append(int(np.argmin(per_scale)))
+        bits += 4 + float(per_scale.min())
+    return ExactPlan(weights=tuple(fitted) if explicit else None, scales=tuple(scales), bits=bits)
+
+
+def encode(coder, layout: ExactLayout, p: ExactPlan, x: list[np.ndarray], mu: list[np.ndarray], sd: list[np.ndarray]) -> None:
+    """Write the exact stage of planes ``x`` (uint8) as planned."""
+    encode_raw_bits(coder, int(p.weights is not None), 1)
+    weights = p.weights if p.weights is not None else layout.default_weights()
+    if p.weights is not None:
+        for q in p.weights:
+            for v in q:
+                encode_raw_bits(coder, v, WEIGHT_BITS)
+    residual = [xi.astype(np.float64) - m for xi, m in zip(x, mu)]
+    for stage, q, scale in zip(layout.stages, weights, p.scales):
+        sel, c = layout.selection(stage), stage.channel
+        known = _known(layout, stage, residual[stage.plane])
+        mean, s = _stage_params(mu[stage.plane][..., c][sel], sd[stage.plane][..., c][sel],
+                                layout.features(stage, known), q, scale)
+        encode_raw_bits(coder, scale, 4)
+        coder.encode(x[stage.plane][..., c][sel].astype(np.int32), PIXEL_MODEL, mean, s)
+
+
+def decode(coder, layout: ExactLayout, mu: list[np.ndarray], sd: list[np.ndarray]) -> list[np.ndarray]:
+    """Read the exact stage: the planes as uint8 (H, W, c)."""
+    explicit = decode_raw_bits(coder, 1)
+    if explicit:
+        weights = tuple(tuple(decode_raw_bits(coder, WEIGHT_BITS) for _ in range(s.num_weights)) for s in layout.stages)
+    else:
+        weights = layout.default_weights()
+    x = [np.zeros(m.shape, dtype=np.uint8) for m in mu]
+    residual = [np.zeros(m.shape) for m in mu]
+    for stage, q in zip(layout.stages, weights):
+        sel, c, k = layout.selection(stage), stage.channel, stage.plane
+        scale = decode_raw_bits(coder, 4)
+        mean, s = _stage_params(mu[k][..., c][sel], sd[k][..., c][sel], layout.features(stage, residual[k]), q, scale)
+        values = coder.decode(PIXEL_MODEL, mean, s)
+        x[k][..., c][sel] = values.astype(np.uint8)
+        residual[k][..., c][sel] = values.astype(np.float64) - mu[k][..., c][sel]
+    return x
+
+
+def _known(layout: ExactLayout, stage: Stage, residual: np.ndarray) -> np.ndarray:
+    """The residuals a decoder holds when it reaches ``stage`` (zeros elsewhere): the encoder's features match its own."""
+    known = np.zeros_like(residual)
+    known[layout.first] = residual[layout.first] if stage.second else 0.0
+    if stage.second:
+        known[~layout.first, : stage.channel] = residual[~layout.first, : stage.channel]
+    else:
+        known[layout.first, : stage.channel] = residual[layout.first, : stage.channel]
+    return known
