@@ -34,7 +34,9 @@ def codec_options(f):
                      help="Advanced: start the exact stage from the coded state at t ≥ T instead of where it is cheapest.")(f)
     f = click.option("--spacing", type=click.Choice(["quad", "uniform"]), default=None, show_default="quad",
                      help="Advanced: how the coded steps spread over t (quad: dense at low noise).")(f)
+    f = click.option("--search-threads", type=click.IntRange(1, 64), default=None, show_default="all cores, at most 8",
+                     help="Advanced: threads searching channel-simulation candidates (does not change the file).")(f)
     f = click.option("--threads", type=click.IntRange(1, 255), default=None, show_default="the codec default",
-                     help="Advanced: threads for the network and the channel-simulation search; decoders run the "
-                          "network with the same count, so it is written to the stream.")(f)
+                     help="Advanced: threads for the network; decoders run the network with the same count, "
+                          "so it is written to the stream.")(f)
     return f

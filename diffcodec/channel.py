@@ -69,10 +69,18 @@ def window_log_weights(sequence: np.ndarray, a: np.ndarray, b: np.ndarray, c_sum
     return logw + c_sum
 
 
+def log_arrivals(rng: np.random.Generator, n: int) -> np.ndarray:
+    """log T_1 … log T_n of a unit-rate Poisson process (the encoder's private randomness), float32.
+
+    Private, so float32 is enough, and its log is several times faster here: a relative error of ~1e-7
+    in log T_k can only reorder near-ties.
+    """
+    return np.log(np.cumsum(rng.standard_exponential(n, dtype=np.float32)))
+
+
 def pfr_select(log_weights: np.ndarray, rng: np.random.Generator) -> int:
     """k* = argmin_k log T_k − log w_k with private Poisson arrival times T_k."""
-    log_arrivals = np.log(np.cumsum(rng.standard_exponential(len(log_weights))))
-    return int(np.argmin(log_arrivals - log_weights))
+    return int(np.argmin(log_arrivals(rng, len(log_weights)) - log_weights))
 
 
 def encode_chunk(
@@ -123,7 +131,7 @@ def encode_chunks(
     """
     dims = [max(1, len(c[1])) for c in coefficients]  # an empty chunk searches windows of nothing
     sizes = [fft_size(k, d) for k, d in zip(num_candidates, dims)]
-    arrivals = [np.log(np.cumsum(rng.standard_exponential(n - d + 1))) for n, d in zip(sizes, dims)]
+    arrivals = [log_arrivals(rng, n - d + 1) for n, d in zip(sizes, dims)]
     by_size: dict[int, list[int]] = {}
     for j, n in enumerate(sizes):
         by_size.setdefault(n, []).append(j)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import math
+import os
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -73,7 +74,10 @@ class CodecConfig:
     chunk_bits: int = 13
     extra_candidate_bits: int = 3  # K = 2^(⌈chunk KL⌉ + this)
     max_candidate_bits: int = 16
-    threads: int = 1  # torch threads (written to the stream: the decoder must match) and PFR search threads
+    threads: int = 1  # torch threads: written to the stream, the decoder must match
+    # Threads searching PFR candidates (None: every core this process may use, at most 8).  Encoder-only:
+    # the chosen indices do not depend on it, so it is not written to the stream.
+    search_threads: int | None = None
     points: int | None = None  # truncation points in the file (None: automatic)
     batch_size: int = 64
     exact_from_t: int | None = None  # paper t the exact stage starts from (None: the encoder picks the cheapest)
@@ -90,6 +94,8 @@ class CodecConfig:
             raise DiffcodecError(f"max_candidate_bits must be in 1..{MAX_INDEX_BITS}")
         if not 1 <= self.threads <= 255:
             raise DiffcodecError("threads must be in 1..255")
+        if self.search_threads is not None and not 1 <= self.search_threads <= 64:
+            raise DiffcodecError("search_threads must be in 1..64")
         if self.spacing not in SPACINGS:
             raise DiffcodecError(f"spacing must be one of {', '.join(SPACINGS)}, got {self.spacing!r}")
         if self.exact_from_t is not None and self.exact_from_t < 1:
@@ -138,6 +144,15 @@ class DecodeResult:
     t: int  # timestep of the state decoded (0: exact image)
     complete: bool
     notes: list[str] = field(default_factory=list)
+
+
+def available_cores(cap: int = 8) -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports one), at most ``cap``."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    return max(1, min(n, cap))
 
 
 @contextlib.contextmanager
@@ -296,7 +311,7 @@ def _simulate_step(chain: _Chain, config: CodecConfig, sizes: StepSizeCoder, ste
         target = mu_p[dims] + config.target_gain * (mu_q[dims] - mu_p[dims])
         coeffs.append(log_weight_coefficients(target, sd_q[dims], mu_p[dims], sd_p[dims]))
         counts.append(1 << min(config.max_candidate_bits, max(0, math.ceil(chunk_kl)) + config.extra_candidate_bits))
-    ks = encode_chunks(keys, coeffs, counts, rng, workers=config.threads)
+    ks = encode_chunks(keys, coeffs, counts, rng, workers=config.search_threads or available_cores())
     for key, dims, k in zip(keys, parts, ks):
         x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(key, k, len(dims))
     return _StepRecord(level, n_chunks, cls, ks), float(kl_dims.sum())

@@ -115,7 +115,7 @@ def test_kl_is_the_mean_log_weight_under_q():
 def test_pfr_select_is_argmin_of_log_arrival_minus_log_weight():
     logw = np.random.default_rng(4).normal(size=100) * 3
     k = pfr_select(logw, np.random.default_rng(9))
-    arrivals = np.log(np.cumsum(np.random.default_rng(9).standard_exponential(100)))
+    arrivals = np.log(np.cumsum(np.random.default_rng(9).standard_exponential(100, dtype=np.float32)))
     assert k == int(np.argmin(arrivals - logw))
     # with no information the first arrival always wins
     assert pfr_select(np.zeros(50), np.random.default_rng(0)) == 0
@@ -130,7 +130,7 @@ def test_encode_chunk_selects_the_direct_argmin_and_decode_regenerates_its_windo
     k, eps = encode_chunk(key, mu_q, sigma_q, mu_p, sigma_p, K, np.random.default_rng(123))
     seq = normals(key, 0, K + d - 1)
     signs = chunk_signs(key, d)
-    arrivals = np.log(np.cumsum(np.random.default_rng(123).standard_exponential(K)))
+    arrivals = np.log(np.cumsum(np.random.default_rng(123).standard_exponential(K, dtype=np.float32)))
     assert k == int(np.argmin(arrivals - direct_window_log_weights(seq, mu_q, sigma_q, mu_p, sigma_p, K, signs)))
     np.testing.assert_array_equal(eps, signs * seq[k : k + d])
     np.testing.assert_array_equal(decode_chunk(key, k, d), eps)
@@ -166,7 +166,7 @@ def test_encode_chunks_is_chunkwise_pfr_over_its_documented_windows():
     got = encode_chunks(keys, coeffs, counts, np.random.default_rng(42))
     ref_rng = np.random.default_rng(42)
     windows = [channel.fft_size(K, d) - d + 1 for K, d in zip(counts, dims)]
-    arrivals = [np.log(np.cumsum(ref_rng.standard_exponential(n))) for n in windows]
+    arrivals = [np.log(np.cumsum(ref_rng.standard_exponential(n, dtype=np.float32))) for n in windows]
     for j, (key, p, n) in enumerate(zip(keys, params, windows)):
         assert n >= 0.9 * counts[j]
         seq = normals(key, 0, n + dims[j] - 1)
