@@ -5,7 +5,7 @@
 Encodes the same test images with several (chunk_bits, extra_candidate_bits, max_candidate_bits,
 target_gain) settings at the default steps and reports, per setting: file bits/dim, the realized KL of the
 trajectory (a sample biased toward p makes later steps carry more), where the exact stage
-started, and encode seconds per image (one torch thread).
+started, and encode seconds per image (one torch thread, one search thread).
 """
 
 from __future__ import annotations
@@ -32,21 +32,26 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/cifar10-test-png")
     ap.add_argument("--limit", type=int, default=6)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--settings", default=None, metavar="C,E,M,G[,S];...",
+                    help="settings to sweep: chunk_bits, extra and max candidate bits, target gain, optionally steps")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    settings = SETTINGS if args.settings is None else [
+        tuple(float(v) if i == 3 else int(v) for i, v in enumerate(item.split(","))) for item in args.settings.split(";")]
 
     model = load_model(args.model)
     images = load_folder_tiles(args.data, limit=args.limit)
     dims = images[0].size
     rows = []
-    for chunk_bits, extra, most, gain in SETTINGS:
+    for chunk_bits, extra, most, gain, *steps in settings:
         config = replace(CodecConfig(), chunk_bits=chunk_bits, extra_candidate_bits=extra, max_candidate_bits=most,
-                         target_gain=gain)
+                         target_gain=gain, search_threads=1, steps=steps[0] if steps else CodecConfig().steps)
         start = time.perf_counter()
         results = [encode(px, "RGB", model, config) for px in images]
         seconds = (time.perf_counter() - start) / len(images)
         rows.append({
             "chunk_bits": chunk_bits, "extra_candidate_bits": extra, "max_candidate_bits": most, "target_gain": gain,
+            "steps": config.steps,
             "file_bpd": float(np.mean([r.bits_total for r in results]) / dims),
             "trajectory_kl_bpd": float(np.mean([r.steps[-1].kl_bits for r in results]) / dims),
             "exact_from_t": [r.steps[-2].t for r in results],

@@ -121,6 +121,7 @@ class EncodeResult:
     file: DfcFile
     steps: list[StepReport]
     num_dims: int
+    network_evaluations: int = 0  # passes of p_θ over the image the encoder ran (states simulated, some past the stop)
 
     @property
     def bits_total(self) -> int:
@@ -241,13 +242,33 @@ def _state_check(words: np.ndarray, end_word: int, state: np.ndarray) -> int:
     return binascii.crc_hqx(state.astype("<f4").tobytes(), crc)
 
 
-def _choose_points(num_states: int, payload_words: int, requested: int | None) -> list[int]:
-    """Which states (0-based, in coding order) get a truncation point; the exact image always does."""
+def _choose_points(marks: list[int], requested: int | None) -> list[int]:
+    """Which states (0-based, in coding order) get a truncation point, from the words each state needs.
+
+    The exact image, the last lossy state (the best preview) and x_T (so that a cut file decodes from
+    its first few dozen bytes on) always do; the others are spread evenly over the lossy prefix's
+    *size*, so a cut at any byte loses about the same share of the lossy part.
+    """
+    n = len(marks)
     if requested is None:
-        # ~4 bytes of table per point: keep the table near 1% of the payload, but never below 6 points.
-        requested = max(6, payload_words // 100)
-    requested = max(1, min(requested, num_states))
-    picks = {round((num_states - 1) * j / max(requested - 1, 1)) for j in range(requested)} if requested > 1 else {num_states - 1}
+        # ~4 bytes of table per point: keep the table near 1% of the payload, but never below 5 points.
+        requested = max(5, marks[-1] // 100)
+    requested = max(1, min(requested, n))
+    picks = {n - 1}
+    for s in (0, n - 2):
+        if len(picks) < requested and s >= 0:
+            picks.add(s)
+    lossy = np.asarray(marks[: max(n - 1, 0)], dtype=np.float64)
+    spare = requested - len(picks)
+    if spare > 0 and n > 3:
+        targets = lossy[0] + (lossy[-1] - lossy[0]) * np.arange(1, spare + 1) / (spare + 1)
+        free = [s for s in range(1, n - 2)]
+        for target in targets:
+            if not free:
+                break
+            s = min(free, key=lambda i: (abs(lossy[i] - target), i))
+            picks.add(s)
+            free.remove(s)
     return sorted(picks)
 
 
@@ -426,7 +447,7 @@ def encode(
     reports.append(StepReport(t=0, bits=0, kl_bits=reports[-1].kl_bits + exact_costs[stop].bits, rmse=0.0))
 
     header = header_for(S - stop)
-    point_states = _choose_points(len(marks), len(words), config.points)
+    point_states = _choose_points(marks, config.points)
     points = []
     for s in point_states:
         final = s == len(marks) - 1
@@ -444,7 +465,7 @@ def encode(
         if s in chosen:
             kept.append(points[len(kept)])
     assert reports[-1].bits == 8 * len(data)
-    return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims)
+    return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims, network_evaluations=len(preds))
 
 
 def _replay_bits(records: list[_StepRecord], chunk_bits: int) -> list[int]:

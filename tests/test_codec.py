@@ -201,12 +201,24 @@ def test_quad_spacing_is_written_and_decoded(tiny_model):
     kept = spaced_timesteps(1000, 6, "quad")
     assert h.spacing == "quad" and kept != spaced_timesteps(1000, 6)
     assert [s.t for s in result.steps] == [k + 1 for k in reversed(kept)] + [0]
-    point_ts = [paper_timestep(h, p.t) for p in result.file.points]  # 6 of the 7 states get a point
+    point_ts = [paper_timestep(h, p.t) for p in result.file.points]  # 5 of the 7 states get a point
     assert set(point_ts) <= {s.t for s in result.steps} and point_ts[0] == 1000 and point_ts[-1] == 0
     assert decode_file(result.data).header.spacing == "quad"
     for t in [k + 1 for k in kept]:
         assert decode(result.data, tiny_model, stop_at_t=t).t == t
     np.testing.assert_array_equal(decode(result.data, tiny_model).pixels, pixels)
+
+
+def test_truncation_points_keep_x_T_the_last_lossy_state_and_spread_over_size():
+    from diffcodec.codec import _choose_points
+
+    marks = [1, 2, 3, 4, 5, 6, 10, 20, 40, 80, 500]  # words a decoder needs after each state; the last is x_0
+    assert _choose_points(marks, 5) == [0, 7, 8, 9, 10]  # targets 27 and 54 words: the free states nearest them
+    assert _choose_points(marks, None) == [0, 7, 8, 9, 10]  # 500 words: the minimum of 5
+    assert _choose_points(marks, 2) == [0, 10] and _choose_points(marks, 1) == [10]
+    assert _choose_points(marks, 99) == list(range(11))
+    assert _choose_points([3, 7], None) == [0, 1] and _choose_points([5], None) == [0]
+    assert _choose_points(list(range(1, 60)) + [6000], None) == list(range(60))  # 6000 words: 60 points
 
 
 @pytest.mark.parametrize("kwargs", [{"chunk_bits": 0}, {"chunk_bits": 17}, {"max_candidate_bits": 21}, {"threads": 0},
