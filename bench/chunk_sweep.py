@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -59,7 +60,7 @@ def main() -> None:
         })
         print(json.dumps(rows[-1]), flush=True)
     out = {"date": time.strftime("%Y-%m-%d"), "images": len(images), "steps": CodecConfig().steps,
-           "command": "python bench/chunk_sweep.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+           "command": "python bench/chunk_sweep.py " + " ".join(f"--{k} {shlex.quote(str(v))}" for k, v in vars(args).items() if v is not None),
            "rows": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

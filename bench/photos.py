@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=64)
     ap.add_argument("--limit", type=int, default=4)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--threads", type=int, default=1, help="torch and PFR-search threads of the encoder")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the encoder")
+    ap.add_argument("--search-threads", type=int, default=None, help="PFR search threads (default: the codec's, every core)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -43,7 +44,7 @@ def main() -> None:
     rows, results = [], []
     for px in crops:
         start = time.perf_counter()
-        res = encode(px, "RGB", model, CodecConfig(threads=args.threads))
+        res = encode(px, "RGB", model, CodecConfig(threads=args.threads, search_threads=args.search_threads))
         mid = time.perf_counter()
         exact = np.array_equal(decode(res.data, model).pixels, px)
         end = time.perf_counter()
@@ -78,7 +79,7 @@ def main() -> None:
         "file_over_elbo": float(np.mean([r["bpp"] for r in rows]) / (3 * elbo["bpd"])),
         # Headers are negligible here: how close each prefix's rate comes to the KL it carries.
         "prefix_rate_over_kl": {p.t: p.rate_bpd / p.kl_bpd for p in curve.points if p.kl_bpd > 0},
-        "command": "python bench/photos.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        "command": "python bench/photos.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
     }
     print(json.dumps(summary, indent=1))
     if args.out:

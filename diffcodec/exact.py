@@ -10,7 +10,8 @@ So each plane is coded in two checkerboard passes and, within a pass, channel by
 *stage* (plane, pass, channel) codes its subpixels with the discretized Gaussian of Eq. 13 with
 mean μ + Σ_j w_j f_j and standard deviation c·σ, where the features f_j are residuals the decoder
 already has: the same pixel's earlier channels, then (second pass only) the mean residual of the
-pixel's decoded 4-neighbours in the same channel and in each earlier channel.  Each stage has its own scale c.
+pixel's decoded 4-neighbours in the same channel and in each earlier channel, then the same over
+the ring of eight first-pass pixels around them.  Each stage has its own scale c.
 
 Stream (after the last lossy step, docs/format.md): 1 bit (0: :data:`DEFAULT_WEIGHTS`, 1: explicit
 weights follow as 6 bits each, w = (q − 32)/16), then for every non-empty stage in order a 4-bit index
@@ -33,11 +34,12 @@ WEIGHT_BITS = 6
 WEIGHT_OFFSET = 32  # w = (q − 32)/16: q in 0..63 covers −2 .. 1.9375
 WEIGHT_STEP = 1.0 / 16.0
 # Per stage (pass, channel) of a 3-channel plane and of a 1-channel plane, in q units, features in the
-# order Stage.features gives them.  Least squares pooled over CIFAR-10 test images 100–147 at t = 8
-# (x_t drawn from q, shipped model of 2026-11-23), rounded to the grid.
+# order ExactLayout.features gives them.  Least squares pooled over CIFAR-10 test images 100–147 at
+# t = 16, the median start of the exact stage (x_t drawn from q, shipped model of 2026-11-23).
 DEFAULT_WEIGHTS = {
-    3: {(0, 0): (), (0, 1): (37,), (0, 2): (35, 37), (1, 0): (44,), (1, 1): (40, 48, 20), (1, 2): (35, 40, 49, 27, 22)},
-    1: {(0, 0): (), (1, 0): (44,)},
+    3: {(0, 0): (), (0, 1): (39,), (0, 2): (35, 38), (1, 0): (46, 31), (1, 1): (42, 51, 17, 27, 37),
+        (1, 2): (35, 41, 52, 27, 18, 26, 33, 37)},
+    1: {(0, 0): (), (1, 0): (46, 31)},
 }
 
 
@@ -49,7 +51,7 @@ class Stage:
 
     @property
     def num_weights(self) -> int:
-        return self.channel + (1 + self.channel if self.second else 0)
+        return self.channel + (2 * (1 + self.channel) if self.second else 0)
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,9 @@ class ExactLayout:
         h, w = layout.height, layout.width
         yy, xx = np.mgrid[:h, :w]
         self.first = (yy + xx) % 2 == 0
-        inside = np.pad(self.first.astype(np.float64), 1)
-        # Number of first-pass 4-neighbours of each pixel (geometry only; 0 only for a 1×1 image).
-        self.neighbours = inside[:-2, 1:-1] + inside[2:, 1:-1] + inside[1:-1, :-2] + inside[1:-1, 2:]
+        # How many of each pixel's first-pass 4-neighbours and ring neighbours lie inside the image.
+        self.neighbours = _window_sum(self.first.astype(np.float64), NEAR)
+        self.ring = _window_sum(self.first.astype(np.float64), RING)
         self.stages = [Stage(k, second, ch) for k, m in enumerate(self.maps) for second in (False, True)
                        for ch in range(m.shape[2]) if (~self.first if second else self.first).any()]
 
@@ -86,14 +88,31 @@ class ExactLayout:
         sel = ~self.first if stage.second else self.first
         cols = [residual[..., j][sel] for j in range(stage.channel)]
         if stage.second:
-            for j in (stage.channel, *range(stage.channel)):
-                r = np.pad(np.where(self.first, residual[..., j], 0.0), 1)
-                total = r[:-2, 1:-1] + r[2:, 1:-1] + r[1:-1, :-2] + r[1:-1, 2:]
-                cols.append((total / np.maximum(self.neighbours, 1.0))[sel])
+            order = (stage.channel, *range(stage.channel))
+            for offsets, count in ((NEAR, self.neighbours), (RING, self.ring)):
+                for j in order:
+                    total = _window_sum(np.where(self.first, residual[..., j], 0.0), offsets)
+                    cols.append((total / np.maximum(count, 1.0))[sel])
         return np.stack(cols, axis=1) if cols else np.zeros((int(sel.sum()), 0))
 
     def selection(self, stage: Stage) -> np.ndarray:
         return (~self.first if stage.second else self.first)
+
+
+# Offsets (dy, dx) of a second-pass pixel's first-pass neighbours: the four nearest, then the ring of
+# eight at distance √5 (odd |dy| + |dx|, so first-pass too).
+NEAR = ((-1, 0), (1, 0), (0, -1), (0, 1))
+RING = ((-2, -1), (-2, 1), (2, -1), (2, 1), (-1, -2), (1, -2), (-1, 2), (1, 2))
+
+
+def _window_sum(a: np.ndarray, offsets: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Σ over ``offsets`` of a[y + dy, x + dx], zero outside the image, summed in the order given."""
+    h, w = a.shape
+    padded = np.pad(a, 2)
+    total = np.zeros_like(a)
+    for dy, dx in offsets:
+        total = total + padded[2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w]
+    return total
 
 
 def _weights(q: tuple[int, ...]) -> np.ndarray:

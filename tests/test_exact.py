@@ -84,9 +84,21 @@ def test_features_read_only_what_the_decoder_has():
 def test_stage_order_and_weight_counts():
     layout = exact.ExactLayout(TileLayout(4, 4, "RGBA"))
     got = [(s.plane, int(s.second), s.channel, s.num_weights) for s in layout.stages]
-    assert got == [(0, 0, 0, 0), (0, 0, 1, 1), (0, 0, 2, 2), (0, 1, 0, 1), (0, 1, 1, 3), (0, 1, 2, 5),
-                   (1, 0, 0, 0), (1, 1, 0, 1)]
+    assert got == [(0, 0, 0, 0), (0, 0, 1, 1), (0, 0, 2, 2), (0, 1, 0, 2), (0, 1, 1, 5), (0, 1, 2, 8),
+                   (1, 0, 0, 0), (1, 1, 0, 2)]
     assert [len(q) for q in layout.default_weights()] == [s.num_weights for s in layout.stages]
+
+
+def test_neighbour_features_are_means_over_the_first_pass_pixels_inside_the_image():
+    layout = exact.ExactLayout(TileLayout(4, 5, "L"))
+    residual = np.arange(20, dtype=np.float64).reshape(4, 5, 1)
+    stage = layout.stages[-1]
+    assert stage.second and stage.num_weights == 2
+    f = layout.features(stage, residual)
+    # second-pass pixels in row-major order: (0,1) is the first; its 4-neighbours inside are (0,0), (0,2), (1,1)
+    assert f[0, 0] == pytest.approx((0 + 2 + 6) / 3)
+    # its ring: (2,0) and (2,2) at dy = 2, (1,3) at dx = 2 (dy = 1); the rest fall outside
+    assert f[0, 1] == pytest.approx((10 + 12 + 8) / 3)
 
 
 def test_stage_bits_closed_form():
