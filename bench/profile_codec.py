@@ -10,8 +10,9 @@ the cumulative time of the functions that make up each component:
 - network: ``_Chain.predict`` (the U-Net and the posterior arithmetic around it);
 - channel simulation: the PFR search (``encode_chunks``: shared normals, FFT correlations,
   arrival times) and the decoder's regeneration of the chosen windows (``decode_chunk``);
-- entropy coding: constriction's range coder with our models (step levels, indices, x_0), and
-  the encoder's measurement of the exact stage's cost at each state (``_exact_bits``);
+- entropy coding: constriction's range coder with our models for the steps (levels, indices);
+- exact stage: diffcodec/exact.py, i.e. the encoder's plan at each state (residual prediction,
+  least squares, the cost of every scale) and the coding of x_0 (``plan``, ``encode``, ``decode``);
 - other: the rest (chunk partitions, KL, tiling, container, checks).
 
 cProfile adds a little overhead to every Python call, so the total is a few percent above the
@@ -30,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from diffcodec.codec import CodecConfig, decode, encode
+from diffcodec.codec import CodecConfig, available_cores, decode, encode
 from diffcodec.images import load_centre_crops, load_folder_tiles
 from diffcodec.models.checkpoint import load_model
+
 
 def component_seconds(stats: pstats.Stats, total: float) -> dict[str, float]:
     """Seconds per component from a profile; constriction's own calls are attributed to entropy coding."""
@@ -41,17 +43,18 @@ def component_seconds(stats: pstats.Stats, total: float) -> dict[str, float]:
         cum[(filename, name)] = cum.get((filename, name), 0.0) + ct
     network = sum(v for (f, n), v in cum.items() if f.endswith("codec.py") and n == "predict")
     channel = sum(v for (f, n), v in cum.items() if f.endswith("channel.py") and n in ("encode_chunks", "decode_chunk"))
-    # _decode_step contains decode_chunk; the rest of it is the range decoder with our models.
+    # _decode_step contains decode_chunk; the rest of it is the range decoder with our models.  (The
+    # encoder calls decode_chunk too, to form the chosen sample: only the calls under _decode_step count here.)
     decode_step = sum(v for (f, n), v in cum.items() if f.endswith("codec.py") and n == "_decode_step")
-    decode_chunk = sum(v for (f, n), v in cum.items() if f.endswith("channel.py") and n == "decode_chunk")
-    entropy = sum(v for (f, n), v in cum.items() if f.endswith("codec.py") and n in ("_write_step", "_replay_bits", "_exact_bits"))
-    entropy += decode_step - decode_chunk
-    # The exact stage's symbols go to constriction straight from encode() / _decode().
+    decode_chunk = 0.0
     for (filename, _, name), (_, _, _, _, callers) in stats.stats.items():  # type: ignore[attr-defined]
-        if filename == "~" and "constriction" in name:
-            entropy += sum(c[3] for (cf, _, cn), c in callers.items() if cf.endswith("codec.py") and cn in ("encode", "_decode"))
-    return {"network": network, "channel simulation": channel, "entropy coding": entropy,
-            "other": max(0.0, total - network - channel - entropy), "total": total}
+        if filename.endswith("channel.py") and name == "decode_chunk":
+            decode_chunk += sum(c[3] for (cf, _, cn), c in callers.items() if cf.endswith("codec.py") and cn == "_decode_step")
+    entropy = sum(v for (f, n), v in cum.items() if f.endswith("codec.py") and n in ("_write_step", "_replay_bits"))
+    entropy += decode_step - decode_chunk
+    exact = sum(v for (f, n), v in cum.items() if f.endswith("exact.py") and n in ("plan", "encode", "decode"))
+    return {"network": network, "channel simulation": channel, "entropy coding": entropy, "exact stage": exact,
+            "other": max(0.0, total - network - channel - entropy - exact), "total": total}
 
 
 def profiled(fn, *args, **kwargs):
@@ -74,12 +77,13 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=None, help="centre crop of this size (photos); default: whole 32×32 images")
     ap.add_argument("--limit", type=int, default=4)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--search-threads", type=int, default=None, help="PFR search threads (default: the codec's, every core)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
     model = load_model(args.model)
     images = load_inputs(args.data, args.crop, args.limit)
-    config = CodecConfig()
+    config = CodecConfig(search_threads=args.search_threads)
     totals = {"encode": {}, "decode": {}}
     pixels = 0
     for px in images:
@@ -94,8 +98,9 @@ def main() -> None:
               f"{enc['channel simulation']:.2f}, entropy {enc['entropy coding']:.2f}); decode {dec['total']:.2f}s", flush=True)
     summary = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, 1 torch thread",
-        "command": "python bench/profile_codec.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+        "machine": f"{platform.machine()}, 1 torch thread, {args.search_threads or available_cores()} search thread(s)",
+        "command": "python bench/profile_codec.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                                             if v is not None),
         "images": len(images),
         "pixels_per_image": pixels // len(images),
         "config": {"steps": config.steps, "chunk_bits": config.chunk_bits, "spacing": config.spacing},

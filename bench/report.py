@@ -151,9 +151,11 @@ def profile_tables() -> None:
         per = "image" if d["pixels_per_image"] == 1024 else "megapixel"
         table = d["seconds_per_image"] if per == "image" else d["seconds_per_megapixel"]
         side = int(round(d["pixels_per_image"] ** 0.5))
-        print(f"\n### Where the time goes: {side}×{side} images, S = {d['config']['steps']}, 1 thread ({path.name})\n")
+        print(f"\n### Where the time goes: {side}×{side} images, S = {d['config']['steps']}, {d['machine']} ({path.name})\n")
         print(f"| component | encode s/{per} | share | decode s/{per} | share |\n|---|---|---|---|---|")
-        for k in ("network", "channel simulation", "entropy coding", "other", "total"):
+        for k in ("network", "channel simulation", "entropy coding", "exact stage", "other", "total"):
+            if k not in table["encode"]:
+                continue
             e, dd = table["encode"][k], table["decode"][k]
             print(f"| {k} | {e:.2f} | {100 * e / table['encode']['total']:.0f}% | {dd:.2f} | {100 * dd / table['decode']['total']:.0f}% |")
 
