@@ -149,10 +149,12 @@ def main() -> None:
                   f"{r.get('steps', d['steps'])} | {r['file_bpd']:.3f} | {r['trajectory_kl_bpd']:.3f} | "
                   f"{statistics.median(r['exact_from_t']):g} | {r['encode_s_per_image']:.2f} |")
 
-    for photos in sorted(RESULTS.glob("photos_crop*.json"), key=lambda p: int(p.stem.split("crop")[1])):
+    photo_files = sorted(RESULTS.glob("photos_crop*.json"), key=lambda p: int(p.stem.split("crop")[1]))
+    for photos in photo_files + sorted(RESULTS.glob("photos_full*.json")):
         data = json.loads(photos.read_text())
         s = data["summary"]
-        print(f"\n### Photos: centre crops {s['crop']}×{s['crop']} of {s['images']} photos, lossless (bits/pixel)\n")
+        what = f"centre crops {s['crop']}×{s['crop']}" if s["crop"] else "whole photos (" + ", ".join(s.get("sizes", [])) + ")"
+        print(f"\n### Photos: {what} of {s['images']} photos, lossless (bits/pixel)\n")
         print("| method | bits/pixel |\n|---|---|")
         print(f"| diffcodec (exact: {s['all_exact']}) | {s['diffcodec_bpp']:.3f} |")
         for k, v in s["lossless_bpp"].items():
@@ -183,7 +185,7 @@ def photo_rd_table(data: dict, crop: int) -> None:
     """diffcodec's pooled curve on the crops against the lossy sweeps at the same rate (bits/pixel = 3 × bits/dim)."""
     curves = {f: [(r["rate_bpd"], r["rmse"]) for r in rows] for f, rows in data["lossy"].items() if isinstance(rows, list)}
     families = sorted(curves)
-    print(f"\n#### Photos {crop}×{crop}: RMSE (0–255) at the same rate\n")
+    print(f"\n#### Photos {f'{crop}×{crop}' if crop else 'whole'}: RMSE (0–255) at the same rate\n")
     print("| t | bits/pixel | diffcodec RMSE | PSNR (dB) | " + " | ".join(families) + " |")
     print("|---|---|---|---|" + "---|" * len(families))
     shown = [p for p in data["curve"]["points"] if p["rate_bpd"] > 0]
