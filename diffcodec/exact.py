@@ -120,7 +120,11 @@ def _weights(q: tuple[int, ...]) -> np.ndarray:
 
 
 def _stage_params(mu: np.ndarray, sd: np.ndarray, features: np.ndarray, q: tuple[int, ...], scale: int):
-    mean = mu + (features @ _weights(q) if len(q) else 0.0)
+    # μ + w_1 f_1 + w_2 f_2 + … left to right with elementwise float64 ufuncs, not a BLAS product: the
+    # decoder's tables depend on it, and BLAS kernels may sum in another order on another CPU.
+    mean = mu.copy()
+    for w, f in zip(_weights(q), features.T):
+        mean = mean + w * f
     # constriction panics on NaN or a std of 0: clamp (the same on both sides).
     mean = np.nan_to_num(np.clip(mean, -1e4, 1e4), nan=127.5)
     return mean, np.clip(sd * EXACT_SCALES[scale], 1e-2, 1e4)
