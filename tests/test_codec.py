@@ -221,8 +221,16 @@ def test_truncation_points_keep_x_T_the_last_lossy_state_and_spread_over_size():
     assert _choose_points(list(range(1, 60)) + [6000], None) == list(range(60))  # 6000 words: 60 points
 
 
+def test_the_file_does_not_depend_on_the_search_threads(tiny_model):
+    pixels = image(9, 7, "RGB", seed=3)
+    one = encode(pixels, "RGB", tiny_model, CodecConfig(steps=3, max_candidate_bits=8, exact_from_t=1, search_threads=1))
+    three = encode(pixels, "RGB", tiny_model, CodecConfig(steps=3, max_candidate_bits=8, exact_from_t=1, search_threads=3))
+    assert one.data == three.data and one.file.header.threads == three.file.header.threads == 1
+
+
 @pytest.mark.parametrize("kwargs", [{"chunk_bits": 0}, {"chunk_bits": 17}, {"max_candidate_bits": 21}, {"threads": 0},
-                                    {"spacing": "cubic"}, {"exact_from_t": 0}, {"target_gain": 0.1}, {"target_gain": 5.0}])
+                                    {"spacing": "cubic"}, {"exact_from_t": 0}, {"target_gain": 0.1}, {"target_gain": 5.0},
+                                    {"search_threads": 0}, {"search_threads": 65}])
 def test_bad_configs_are_refused(kwargs):
     with pytest.raises(DiffcodecError):
         CodecConfig(**kwargs)
