@@ -373,7 +373,10 @@ def encode(
     # Pass 1: run the chain.  A live coder measures each step's real bits; each state's exact-stage
     # cost is measured too, so the chain can stop where prefix + exact stage is cheapest.
     live, live_models = constriction.stream.queue.RangeEncoder(), _Models(config.chunk_bits)
-    records, states, reports, exact_costs, preds = [], [], [], [], []
+    records, states, reports, exact_costs = [], [], [], []
+    # Only the latest prediction and the one of the cheapest state so far are kept: a prediction is
+    # ~100 MB per megapixel, one per step would not fit in memory for large images.
+    pred, best_pred, best_step = None, None, -1
     kl_total = 0.0
     best_total = math.inf
     past_best = False
@@ -386,7 +389,6 @@ def encode(
                 mu_q = diffusion.sqrt_alphas_cumprod[index] * x0
                 sd_q = np.full_like(x0, math.sqrt(1.0 - diffusion.alphas_cumprod[index]))
             else:
-                pred = preds[-1]
                 mu_p, sd_p = pred["mean"], np.exp(0.5 * pred["log_variance"])
                 c1, c2 = diffusion.posterior_mean_coef1[index + 1], diffusion.posterior_mean_coef2[index + 1]
                 mu_q = c1 * x0 + c2 * x
@@ -404,7 +406,6 @@ def encode(
             records.append(rec)
             states.append(x.astype(np.float32))
             pred = chain.predict(x, index)
-            preds.append(pred)
             exact_costs.append(exact.plan(planes, pixel_planes, *_exact_planes(chain, planes, pred, index)))
             prefix_bits = 32 * live.num_words()
             reports.append(StepReport(t=chain.paper_t(index), bits=0, kl_bits=kl_total,
@@ -413,7 +414,8 @@ def encode(
             if on_step is not None:
                 on_step(1)
             total = prefix_bits + exact_costs[-1].bits
-            best_total = min(best_total, total)
+            if total < best_total:
+                best_total, best_pred, best_step = total, pred, step
             if forced_stop is not None:
                 if step == forced_stop:
                     break
@@ -430,6 +432,16 @@ def encode(
     else:
         stop = min(forced_stop, len(records) - 1)
     index = S - 1 - stop
+    evaluations = len(records)
+    if stop == best_step:
+        stop_pred = best_pred
+    elif stop == len(records) - 1:
+        stop_pred = pred
+    else:  # the same state through the same network: the same prediction as in pass 1
+        with torch_threads(config.threads):
+            stop_pred = chain.predict(states[stop].astype(np.float64), index)
+        evaluations += 1
+    del pred, best_pred
 
     # Pass 2: write the stream: steps 0..stop, then the exact stage from the state after ``stop``.
     coder, models = constriction.stream.queue.RangeEncoder(), _Models(config.chunk_bits)
@@ -437,7 +449,7 @@ def encode(
     for rec in records[: stop + 1]:
         _write_step(coder, models, rec)
         marks.append(coder.num_words())
-    exact.encode(coder, planes, exact_costs[stop], pixel_planes, *_exact_planes(chain, planes, preds[stop], index))
+    exact.encode(coder, planes, exact_costs[stop], pixel_planes, *_exact_planes(chain, planes, stop_pred, index))
     words = coder.get_compressed()
     if on_step is not None:
         on_step(1)
@@ -465,7 +477,7 @@ def encode(
         if s in chosen:
             kept.append(points[len(kept)])
     assert reports[-1].bits == 8 * len(data)
-    return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims, network_evaluations=len(preds))
+    return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims, network_evaluations=evaluations)
 
 
 def _replay_bits(records: list[_StepRecord], chunk_bits: int) -> list[int]:

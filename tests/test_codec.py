@@ -221,6 +221,35 @@ def test_truncation_points_keep_x_T_the_last_lossy_state_and_spread_over_size():
     assert _choose_points(list(range(1, 60)) + [6000], None) == list(range(60))  # 6000 words: 60 points
 
 
+def test_a_stop_before_the_last_simulated_state_recomputes_its_prediction(tiny_model, monkeypatch):
+    """The encoder keeps only two predictions; stopping elsewhere recomputes one, and the file still decodes."""
+    import diffcodec.codec as codec
+
+    config = CodecConfig(steps=6, max_candidate_bits=8, spacing="uniform")
+    pixels = image(8, 8, "RGB", seed=5)
+    real = codec._replay_bits
+
+    def prefer_the_first_state(records, chunk_bits):
+        bits = real(records, chunk_bits)
+        return [b if i == 0 else b + 10**6 for i, b in enumerate(bits)]
+
+    calls = []
+    predict = codec._Chain.predict
+
+    def counted(self, x, index):
+        calls.append(index)
+        return predict(self, x, index)
+
+    monkeypatch.setattr(codec, "_replay_bits", prefer_the_first_state)
+    monkeypatch.setattr(codec._Chain, "predict", counted)
+    result = encode(pixels, "RGB", tiny_model, config)
+    assert result.file.header.exact_from == 6  # stopped at x_T although later states were simulated
+    # every simulated state once, then x_T's prediction again for the exact stage
+    assert len(calls) > 2 and calls[-1] == 5 and calls[:-1] == list(range(5, 5 - len(calls) + 1, -1))
+    assert result.network_evaluations == len(calls)
+    np.testing.assert_array_equal(decode(result.data, tiny_model).pixels, pixels)
+
+
 def test_the_file_does_not_depend_on_the_search_threads(tiny_model):
     pixels = image(9, 7, "RGB", seed=3)
     one = encode(pixels, "RGB", tiny_model, CodecConfig(steps=3, max_candidate_bits=8, exact_from_t=1, search_threads=1))
