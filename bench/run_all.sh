@@ -35,3 +35,4 @@ python bench/baselines_lossless.py --data "$data" --out bench/results/baselines_
 # Photos: centre crops, lossless and lossy against the classical codecs.
 python bench/photos.py --crop 64 --search-threads 1 --model "$model" --out bench/results/photos_crop64.json
 python bench/photos.py --crop 128 --search-threads 1 --model "$model" --out bench/results/photos_crop128.json
+python bench/photos.py --crop 0 --limit 1 --search-threads 1 --model "$model" --out bench/results/photos_full.json  # ~1 hour
