@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every figure in BENCHMARKS.md, in one go (about 40 minutes on this 2-core machine). The timed runs
+# Every figure in BENCHMARKS.md, in one go (about 40 minutes on this 2-core machine, plus an hour for the
+# whole photo at the end). The timed runs
 # come first and alone (the codec's PFR search uses every core by default); the rest is deterministic.
 # Usage: bash bench/run_all.sh [MODEL]   (default: the shipped model)
 set -euo pipefail
