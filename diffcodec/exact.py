@@ -75,7 +75,7 @@ class ExactLayout:
         self.neighbours = _window_sum(self.first.astype(np.float64), NEAR)
         self.ring = _window_sum(self.first.astype(np.float64), RING)
         self.stages = [Stage(k, second, ch) for k, m in enumerate(self.maps) for second in (False, True)
-                       for ch in range(m.shape[2]) if (~self.first if second else self.first).any()]
+                       for ch in range(m.shape[2]) if self.selection(Stage(k, second, ch)).any()]
 
     def planes(self, flat: np.ndarray) -> list[np.ndarray]:
         return [flat[m] for m in self.maps]
@@ -85,7 +85,7 @@ class ExactLayout:
 
     def features(self, stage: Stage, residual: np.ndarray) -> np.ndarray:
         """(n, num_weights) features of the stage's subpixels from the plane's decoded residuals."""
-        sel = ~self.first if stage.second else self.first
+        sel = self.selection(stage)
         cols = [residual[..., j][sel] for j in range(stage.channel)]
         if stage.second:
             order = (stage.channel, *range(stage.channel))
@@ -96,7 +96,8 @@ class ExactLayout:
         return np.stack(cols, axis=1) if cols else np.zeros((int(sel.sum()), 0))
 
     def selection(self, stage: Stage) -> np.ndarray:
-        return (~self.first if stage.second else self.first)
+        """Pixels (H, W) the stage codes: the checkerboard's first or second pass."""
+        return ~self.first if stage.second else self.first
 
 
 # Offsets (dy, dx) of a second-pass pixel's first-pass neighbours: the four nearest, then the ring of
