@@ -21,6 +21,8 @@ diffcodec nll "$data" --steps 100 --threads 1 --model "$model" --json > bench/re
 diffcodec nll "$data" --steps 1000 --limit 50 --threads 1 --model "$model" --json > bench/results/nll_s1000_50.json
 # The exact stage from several states against the ELBO's remaining terms (docs/codec.md).
 python bench/exact_stage.py --data "$data" --limit 16 --steps 100 --model "$model" | tail -1 > bench/results/exact_stage.json
+# The exact stage's default weights (DEFAULT_WEIGHTS in diffcodec/exact.py), refit: compare by eye, not written.
+python bench/exact_weights.py --data "$data" --model "$model"
 # Chunking, target gain and steps (docs/codec.md).
 python bench/chunk_sweep.py --data "$data" --limit 10 --model "$model" --out bench/results/chunk_sweep.json \
     --settings '13,3,16,1.0;13,3,16,1.2;13,3,16,1.4;13,3,16,1.7;12,3,16,1.4;14,3,17,1.4;13,3,16,1.4,35;13,3,16,1.4,70'

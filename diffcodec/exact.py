@@ -3,8 +3,8 @@
 From the last lossy state the model gives every subpixel a Gaussian N(μ, σ²) in pixel units
 (Eq. 13's p_θ(x_0 | x_1) at x_1; x̂_0 and the variance of its noise term above x_1).  The
 residuals r = x_0 − μ are not independent: the denoiser averages noise over neighbouring pixels
-and across colour channels, so neighbours share its error (CIFAR-10 test images, t = 5: ρ ≈ 0.17
-between horizontal neighbours, 0.2–0.28 between channels; docs/codec.md "Exact stage").
+and across colour channels, so neighbours share its error (bench/exact_stage.py measures the
+correlations; docs/codec.md "Residual prediction").
 
 So each plane is coded in two checkerboard passes and, within a pass, channel by channel.  A
 *stage* (plane, pass, channel) codes its subpixels with the discretized Gaussian of Eq. 13 with
@@ -35,7 +35,8 @@ WEIGHT_OFFSET = 32  # w = (q − 32)/16: q in 0..63 covers −2 .. 1.9375
 WEIGHT_STEP = 1.0 / 16.0
 # Per stage (pass, channel) of a 3-channel plane and of a 1-channel plane, in q units, features in the
 # order ExactLayout.features gives them.  Least squares pooled over CIFAR-10 test images 100–147 at
-# t = 16, the median start of the exact stage (x_t drawn from q, shipped model of 2026-11-23).
+# t = 16, the median start of the exact stage (x_t drawn from q, shipped model of 2026-11-23):
+# `python bench/exact_weights.py` prints them.  A 1-channel plane takes the colour plane's channel 0.
 DEFAULT_WEIGHTS = {
     3: {(0, 0): (), (0, 1): (39,), (0, 2): (35, 38), (1, 0): (46, 31), (1, 1): (42, 51, 17, 27, 37),
         (1, 2): (35, 41, 52, 27, 18, 26, 33, 37)},
