@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--search-threads", type=int, default=None, help="PFR search threads (default: the codec's, every core)")
     ap.add_argument("--spacing", default=CodecConfig.spacing, choices=["uniform", "quad"])
+    ap.add_argument("--exact-method", default=CodecConfig.exact_method, choices=["auto", "linear", "learned"])
     ap.add_argument("--model", default=None)
     ap.add_argument("--elbo-images", type=int, default=None, help="images for the ELBO estimate (default: --limit)")
     ap.add_argument("--out", default=None)
@@ -60,7 +61,7 @@ def main() -> None:
     images = load_folder_tiles(args.data, limit=args.limit)
     config = CodecConfig(steps=args.steps, chunk_bits=args.chunk_bits, extra_candidate_bits=args.extra_candidate_bits,
                          max_candidate_bits=args.max_candidate_bits, threads=args.threads, spacing=args.spacing,
-                         search_threads=args.search_threads)
+                         search_threads=args.search_threads, exact_method=args.exact_method)
     dims = images[0].size
     rows, results = [], []
     for i, px in enumerate(images):
@@ -82,6 +83,7 @@ def main() -> None:
             "bpd": 8 * len(res.data) / dims,
             "trajectory_kl_bpd": res.steps[-1].kl_bits / dims,
             "exact": bool(np.array_equal(dec.pixels, px)),
+            "exact_method": res.exact_method,
             "encode_s": t1 - t0,
             "decode_s": t2 - t1,
             # Network passes each side needs: the encoder's states (a few past its stop), the decoder's lossy states.
@@ -118,6 +120,7 @@ def main() -> None:
         "prefix_rate_over_kl_max": max(p.rate_bpd / p.kl_bpd for p in curve.points if p.kl_bpd > 0.01),
         "prefix_rate_over_kl_at_t": {p.t: p.rate_bpd / p.kl_bpd for p in curve.points if p.kl_bpd > 0.01},
         "exact_from_t": [r["t"][-2] if len(r["t"]) > 1 else None for r in rows],
+        "exact_methods": {m: sum(r["exact_method"] == m for r in rows) for m in ("linear", "learned")},
         "breakdown_bits_per_image": {k: float(np.mean([r[k] for r in rows])) for k in
                                      ("header_bits", "channel_bits", "channel_kl_bits", "exact_bits", "exact_ideal_bits")},
         "all_exact": all(r["exact"] for r in rows),

@@ -7,7 +7,8 @@ x_0 is scored under the discretized Gaussian N(x̂_0(x_t), (c·σ_t)²), σ_t = 
 (at x_1 the model's own mean and variance, Eq. 13), with the best c of the codec's 16 scales.
 That is compared with L_0 + Σ_{s ≤ t} L_{s−1} from one ELBO estimate on the same images, and with
 the exact stage of format version 3 (``predicted_bpd``: checkerboard and channel residual prediction,
-diffcodec/exact.py, side information included), and the correlations of the residuals x_0 − x̂_0
+diffcodec/exact.py, side information included), the learned exact stage of version 4 (``learned_bpd``:
+the model's context network, side information included; when the model has one), and the correlations of the residuals x_0 − x̂_0
 between horizontal neighbours and between channels (R–G, R–B, G–B) that the prediction exploits.
 """
 
@@ -66,19 +67,26 @@ def main() -> None:
         best = int(np.argmin(bits))
         planes = exact.ExactLayout(TileLayout(x0.shape[2], x0.shape[3], "RGB"))
         pixels = torch.round((x0 + 1) * 127.5).numpy()
-        predicted = 0.0
+        predicted, learned = 0.0, 0.0
+        abar = float(d.alphas_cumprod[i])
         for j in range(n):
             mu, sd = pixel_gaussian_params(mean[j].double().numpy().reshape(-1), log_var[j].double().numpy().reshape(-1))
             predicted += exact.plan(planes, planes.planes(pixels[j].reshape(-1)), planes.planes(mu), planes.planes(sd)).bits
+            if model.context is not None:
+                hwc = lambda a: a.double().numpy().transpose(1, 2, 0)  # noqa: E731
+                inputs = exact.ContextInputs(xhat=hwc(p["pred_xstart"][j]), y=hwc(x_t[j]) / math.sqrt(abar),
+                                             sigma=math.sqrt((1 - abar) / abar))
+                learned += exact.plan_learned(planes, model.context, pixels[j].transpose(1, 2, 0), inputs).bits
         r = ((x0 - mean) * 127.5).double().numpy()  # residuals x_0 − x̂_0, pixel units, (n, 3, 32, 32)
         horizontal = float(np.corrcoef(r[..., :-1].ravel(), r[..., 1:].ravel())[0, 1])
         channels = np.corrcoef(r.transpose(1, 0, 2, 3).reshape(3, -1))
         rows.append({"t": int(d.timesteps[i]) + 1, "direct_bpd": bits[best], "scale": float(EXACT_SCALES[best]),
                      "residual_corr_horizontal": horizontal,
                      "residual_corr_channels": [float(channels[0, 1]), float(channels[0, 2]), float(channels[1, 2])],
-                     "predicted_bpd": predicted / (n * dims), "elbo_tail_bpd": decoder + float(steps[:i].sum())})
+                     "predicted_bpd": predicted / (n * dims),
+                     "learned_bpd": learned / (n * dims) if model.context is not None else None, "elbo_tail_bpd": decoder + float(steps[:i].sum())})
         print(f"x_{rows[-1]['t']}: direct {bits[best]:.3f} bits/dim (c={EXACT_SCALES[best]:.2f}), "
-              f"with residual prediction {rows[-1]['predicted_bpd']:.3f}, ELBO's remaining terms {rows[-1]['elbo_tail_bpd']:.3f}")
+              f"with residual prediction {rows[-1]['predicted_bpd']:.3f}, learned {rows[-1]['learned_bpd'] or float('nan'):.3f}, ELBO's remaining terms {rows[-1]['elbo_tail_bpd']:.3f}")
     print(json.dumps({"negative_elbo_bpd": float(elbo.total.mean()), "rows": rows}))
 
 

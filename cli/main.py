@@ -38,7 +38,7 @@ def _register() -> None:
     from . import train
 
     main.add_command(train.train)
-    for name in ("encode", "decode", "truncate", "info", "nll", "rd_curve"):
+    for name in ("encode", "decode", "truncate", "info", "nll", "rd_curve", "train_context"):
         try:
             module = __import__(f"{__package__}.{name}", fromlist=[name])
         except ModuleNotFoundError as exc:

@@ -30,6 +30,9 @@ def codec_options(f):
                      help="Cap on log2 of the channel-simulation candidates per chunk (testing).")(f)
     f = click.option("--chunk-bits", type=click.IntRange(1, 16), default=None, show_default="the codec default",
                      help="Advanced: KL bits per channel-simulation chunk (written to the stream).")(f)
+    f = click.option("--exact-method", type=click.Choice(["auto", "linear", "learned"]), default=None, show_default="auto",
+                     help="Advanced: the exact stage's model: the cheaper per image (auto), residual prediction (linear) "
+                          "or the model's context network (learned; RGB only).")(f)
     f = click.option("--exact-from-t", type=click.IntRange(1), default=None, metavar="T", show_default="the cheapest, per image",
                      help="Advanced: start the exact stage from the coded state at t ≥ T instead of where it is cheapest.")(f)
     f = click.option("--spacing", type=click.Choice(["quad", "uniform"]), default=None, show_default="quad",

@@ -21,7 +21,7 @@ from .options import codec_options, debug_option, json_option, limit_option, mod
 @model_option
 @json_option
 @debug_option
-def command(folder, csv_path, plot_path, steps, limit, baselines, threads, search_threads, spacing, exact_from_t, chunk_bits, max_candidate_bits, model_path,
+def command(folder, csv_path, plot_path, steps, limit, baselines, threads, search_threads, spacing, exact_from_t, exact_method, chunk_bits, max_candidate_bits, model_path,
             as_json):
     """Encode every image in FOLDER once and report the set's rate and distortion at each coded step.
 
@@ -55,7 +55,7 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, searc
     model = common.load_model(model_path)
     common.check_steps(steps, model)
     config = common.codec_config(steps=steps, chunk_bits=chunk_bits, max_candidate_bits=max_candidate_bits,
-                                 spacing=spacing, exact_from_t=exact_from_t, threads=threads,
+                                 spacing=spacing, exact_from_t=exact_from_t, exact_method=exact_method, threads=threads,
                                  search_threads=search_threads)
 
     acc = rdcurve.RDAccumulator(schedule_steps=model.diffusion.num_steps)

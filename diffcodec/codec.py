@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import binascii
 import contextlib
+import dataclasses
 import math
 import os
 import zlib
@@ -35,7 +36,7 @@ import torch
 
 from . import exact
 from .channel import decode_chunk, encode_chunks, kl_nats, log_weight_coefficients
-from .container import VERSION, DfcFile, StreamHeader, TruncationPoint, head_size
+from .container import MODEL_ID_BYTES, VERSION, DfcFile, StreamHeader, TruncationPoint, head_size
 from .diffusion import SPACINGS, GaussianDiffusion, spaced_timesteps
 from .entropy import (
     PIXEL_MODEL,
@@ -54,6 +55,7 @@ from .tiling import TileLayout
 MAX_INDEX_BITS = 20  # format constant: PFR indices are < 2^20
 STREAM_SEED = 0x444643  # mixed into every shared-randomness key of format versions 1 and 2
 _LN2 = math.log(2.0)
+EXACT_METHODS = ("auto", "linear", "learned")  # CodecConfig.exact_method
 # The chain runs on until prefix + exact stage exceeds its best by STOP_TOLERANCE, or by
 # SKIP_TOLERANCE when the next step would carry over 1% of that best in KL (the last, expensive steps).
 STOP_TOLERANCE = 1.02
@@ -86,6 +88,9 @@ class CodecConfig:
     # Encoder-only: the decoder never sees the target, so any gain decodes.
     target_gain: float = 1.4
     spacing: str = "quad"  # how the steps spread over T: "uniform" or "quad" (dense at low noise)
+    # The exact stage: "auto" writes the cheaper of the two, "linear" (residual prediction, as in version 3)
+    # or "learned" (the model's context network; RGB images only).
+    exact_method: str = "auto"
 
     def __post_init__(self):
         if not 1 <= self.chunk_bits <= 16:
@@ -102,6 +107,8 @@ class CodecConfig:
             raise DiffcodecError("exact_from_t must be at least 1")
         if not 0.5 <= self.target_gain <= 4.0:
             raise DiffcodecError("target_gain must be in 0.5..4")
+        if self.exact_method not in EXACT_METHODS:
+            raise DiffcodecError(f"exact_method must be one of {', '.join(EXACT_METHODS)}, got {self.exact_method!r}")
 
 
 @dataclass
@@ -122,6 +129,7 @@ class EncodeResult:
     steps: list[StepReport]
     num_dims: int
     network_evaluations: int = 0  # passes of p_θ over the image the encoder ran (states simulated, some past the stop)
+    exact_method: str = "linear"  # the exact stage written: "linear" or "learned"
 
     @property
     def bits_total(self) -> int:
@@ -131,6 +139,7 @@ class EncodeResult:
         return {
             "bits_total": self.bits_total,
             "bpd": self.bits_total / self.num_dims,
+            "exact_method": self.exact_method,
             "steps": [
                 {"t": s.t, "bits": s.bits, "bpd": s.bits / self.num_dims, "kl_bpd": s.kl_bits / self.num_dims, "rmse": s.rmse}
                 for s in self.steps
@@ -317,6 +326,26 @@ def _exact_planes(chain: _Chain, planes: exact.ExactLayout, pred: dict[str, np.n
     return planes.planes(mu), planes.planes(sd)
 
 
+def _context_inputs(chain: _Chain, planes: exact.ExactLayout, pred: dict[str, np.ndarray], x: np.ndarray, index: int
+                    ) -> exact.ContextInputs:
+    """The learned exact stage's inputs at the state x (flat, chain index ``index``): x̂_0, x_t/√ᾱ_t, σ_t."""
+    abar = float(chain.diffusion.alphas_cumprod[index])
+    (xhat,), (y,) = planes.planes(pred["pred_xstart"]), planes.planes(x / math.sqrt(abar))
+    return exact.ContextInputs(xhat=xhat, y=y, sigma=math.sqrt((1.0 - abar) / abar))
+
+
+def _plan_exact(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int, method: str) -> exact.ExactPlan:
+    """The exact stage from this state as ``method`` asks ("auto": the cheaper one), method bit included."""
+    learned = None
+    if method != "linear" and exact.learned_available(planes, chain.model.context):
+        learned = exact.plan_learned(planes, chain.model.context, pixel_planes[0], _context_inputs(chain, planes, pred, x, index))
+        if method == "learned":
+            return learned
+    linear = exact.plan(planes, pixel_planes, *_exact_planes(chain, planes, pred, index))
+    linear = dataclasses.replace(linear, bits=linear.bits + 1)
+    return learned if learned is not None and learned.bits < linear.bits else linear
+
+
 def _simulate_step(chain: _Chain, config: CodecConfig, sizes: StepSizeCoder, step: int, rng,
                    x_new, mu_q, sd_q, mu_p, sd_p):
     """Channel-simulate one step over all real dimensions; fills ``x_new`` with the decoder's sample."""
@@ -349,6 +378,8 @@ def encode(
     from .container import encode_file, chain_position
 
     layout = TileLayout(pixels.shape[0], pixels.shape[1], mode)
+    if config.exact_method == "learned" and not exact.learned_available(exact.ExactLayout(layout), getattr(model, "context", None)):
+        raise DiffcodecError("the learned exact stage needs a model with a context network and an RGB image")
     chain = _Chain(model, layout, config.steps, config.chunk_bits, config.batch_size, config.spacing)
     tiles = layout.split(pixels)
     x0 = chain.x0_from_pixels(tiles)
@@ -362,7 +393,7 @@ def encode(
     S = chain.num_steps
     n_dims = int(pixels.size)
     header_for = lambda exact_from: StreamHeader(  # noqa: E731
-        model_id=model.identity[:8], width=layout.width, height=layout.height, mode=mode, num_steps=S,
+        model_id=model.codec_identity[:MODEL_ID_BYTES], width=layout.width, height=layout.height, mode=mode, num_steps=S,
         chunk_bits=config.chunk_bits, threads=config.threads, schedule_steps=model.diffusion.num_steps,
         exact_from=exact_from, spacing=config.spacing,
     )
@@ -406,7 +437,7 @@ def encode(
             records.append(rec)
             states.append(x.astype(np.float32))
             pred = chain.predict(x, index)
-            exact_costs.append(exact.plan(planes, pixel_planes, *_exact_planes(chain, planes, pred, index)))
+            exact_costs.append(_plan_exact(chain, planes, pixel_planes, pred, x, index, config.exact_method))
             prefix_bits = 32 * live.num_words()
             reports.append(StepReport(t=chain.paper_t(index), bits=0, kl_bits=kl_total,
                                       rmse=_rmse(layout, chain.pixels_from_x0(pred["pred_xstart"]), pixels),
@@ -449,7 +480,14 @@ def encode(
     for rec in records[: stop + 1]:
         _write_step(coder, models, rec)
         marks.append(coder.num_words())
-    exact.encode(coder, planes, exact_costs[stop], pixel_planes, *_exact_planes(chain, planes, stop_pred, index))
+    plan = exact_costs[stop]
+    if plan.method == exact.LEARNED:
+        with torch_threads(config.threads):  # the decoder runs the context network on the header's thread count
+            exact.encode_learned(coder, planes, model.context, plan, pixel_planes[0],
+                                 _context_inputs(chain, planes, stop_pred, states[stop].astype(np.float64), index))
+    else:
+        encode_raw_bits(coder, exact.LINEAR, 1)
+        exact.encode(coder, planes, plan, pixel_planes, *_exact_planes(chain, planes, stop_pred, index))
     words = coder.get_compressed()
     if on_step is not None:
         on_step(1)
@@ -477,7 +515,8 @@ def encode(
         if s in chosen:
             kept.append(points[len(kept)])
     assert reports[-1].bits == 8 * len(data)
-    return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims, network_evaluations=evaluations)
+    return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims, network_evaluations=evaluations,
+                        exact_method="learned" if plan.method == exact.LEARNED else "linear")
 
 
 def _replay_bits(records: list[_StepRecord], chunk_bits: int) -> list[int]:
@@ -532,9 +571,10 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
 
     dfc = data if isinstance(data, DfcFile) else decode_file(data)
     h = dfc.header
-    if h.model_id != model.identity[:8]:
+    identity = (model.identity if h.version < 4 else model.codec_identity)[: len(h.model_id)]
+    if h.model_id != identity:
         raise DiffcodecError(
-            f"stream was encoded with model {h.model_id.hex()}, but the loaded model is {model.identity[:8].hex()}; "
+            f"stream was encoded with model {h.model_id.hex()}, but the loaded model is {identity.hex()}; "
             "pass the encoder's checkpoint with --model"
         )
     if reconstruct not in ("mean", "sample", "flow"):
@@ -588,8 +628,14 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
             flat = np.zeros(int(np.prod(layout.shape)), dtype=np.uint8)
             if h.version >= 3:
                 planes = exact.ExactLayout(layout)
-                for m, values in zip(planes.maps, exact.decode(coder, planes, *_exact_planes(chain, planes, pred, index))):
-                    flat[m] = values
+                if h.version >= 4 and decode_raw_bits(coder, 1) == exact.LEARNED:
+                    if not exact.learned_available(planes, model.context):
+                        raise StreamMismatchError("the stream's exact stage needs a context network and an RGB image")
+                    values = [exact.decode_learned(coder, planes, model.context, _context_inputs(chain, planes, pred, x, index))]
+                else:
+                    values = exact.decode(coder, planes, *_exact_planes(chain, planes, pred, index))
+                for m, v in zip(planes.maps, values):
+                    flat[m] = v
                 symbols = flat[mask]
             else:  # versions 1 and 2: one scale, every subpixel independent
                 scale = decode_raw_bits(coder, 4)

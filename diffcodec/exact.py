@@ -16,6 +16,13 @@ the ring of eight first-pass pixels around them.  Each stage has its own scale c
 Stream (after the last lossy step, docs/format.md): 1 bit (0: :data:`DEFAULT_WEIGHTS`, 1: explicit
 weights follow as 6 bits each, w = (q − 32)/16), then for every non-empty stage in order a 4-bit index
 into :data:`EXACT_SCALES` followed by that stage's symbols.
+
+Format version 4 puts one bit before that: 0 is the linear stage above, 1 the *learned* stage.  The
+learned stage (for RGB images, with a model that carries a context network,
+models/context_net.py) codes the same six stages with the mean and scale the context network
+predicts from x̂_0, x_t and the residuals decoded so far; per stage a 4-bit index into
+:data:`CONTEXT_SCALES` corrects its scale, then the stage's symbols.  The encoder plans both and
+writes the cheaper.
 """
 
 from __future__ import annotations
@@ -55,13 +62,40 @@ class Stage:
         return self.channel + (2 * (1 + self.channel) if self.second else 0)
 
 
+CONTEXT_SCALES = 2.0 ** ((np.arange(16) - 8) / 8.0)  # the learned stage's scale corrections: 2^-1 .. 2^0.875
+LINEAR, LEARNED = 0, 1  # the method bit of format version 4
+
+
 @dataclass(frozen=True)
 class ExactPlan:
-    """What the stream says about the exact stage: explicit weights (or None for the defaults) and a scale per stage."""
+    """What the stream says about the exact stage: its method, explicit weights (linear method; None for
+    the defaults) and a scale per stage."""
 
     weights: tuple[tuple[int, ...], ...] | None
     scales: tuple[int, ...]
     bits: float  # the encoder's estimate of the stage's cost, side information included
+    method: int = LINEAR
+
+
+@dataclass(frozen=True)
+class ContextInputs:
+    """What the learned stage's network sees besides the residuals, for the one 3-channel plane.
+
+    ``xhat`` and ``y`` are (H, W, 3) in model space: x̂_0 and x_t/√ᾱ_t; ``sigma`` is σ_t = √((1−ᾱ_t)/ᾱ_t)
+    in model units.  Built identically by encoder and decoder from the state both hold.
+    """
+
+    xhat: np.ndarray
+    y: np.ndarray
+    sigma: float
+
+    @property
+    def mu(self) -> np.ndarray:
+        return (self.xhat + 1.0) * 127.5  # pixel units, float64
+
+    @property
+    def sigma_pixels(self) -> float:
+        return self.sigma * 127.5
 
 
 class ExactLayout:
@@ -132,14 +166,14 @@ def _stage_params(mu: np.ndarray, sd: np.ndarray, features: np.ndarray, q: tuple
     return mean, np.clip(sd * EXACT_SCALES[scale], 1e-2, 1e4)
 
 
-def stage_bits(x: np.ndarray, mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """Bits of integer samples ``x`` (0..255) under Eq. 13's discretized Gaussian for every scale in EXACT_SCALES.
+def stage_bits(x: np.ndarray, mean: np.ndarray, sd: np.ndarray, scales: np.ndarray = EXACT_SCALES) -> np.ndarray:
+    """Bits of integer samples ``x`` (0..255) under Eq. 13's discretized Gaussian for every scale in ``scales``.
 
     The edge bins take the tails (as :data:`PIXEL_MODEL` does); the upper tail is computed from the
-    survival function so that far-off samples keep their precision.  Returns shape (len(EXACT_SCALES),).
+    survival function so that far-off samples keep their precision.  Returns shape (len(scales),).
     """
     x_t, m_t = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(mean)
-    s = (torch.from_numpy(sd)[None, :] * torch.from_numpy(EXACT_SCALES)[:, None]).clamp(1e-2, 1e4)
+    s = (torch.from_numpy(sd)[None, :] * torch.from_numpy(scales)[:, None]).clamp(1e-2, 1e4)
     lo = torch.where(x_t <= 0, torch.tensor(-math.inf, dtype=torch.float64), x_t - 0.5)
     hi = torch.where(x_t >= 255, torch.tensor(math.inf, dtype=torch.float64), x_t + 0.5)
     z_lo, z_hi = (lo - m_t) / s, (hi - m_t) / s
@@ -231,3 +265,105 @@ def _known(layout: ExactLayout, stage: Stage, residual: np.ndarray) -> np.ndarra
     else:
         known[layout.first, : stage.channel] = residual[layout.first, : stage.channel]
     return known
+
+
+# --------------------------------------------------------------------------- learned stage (format version 4)
+
+def learned_available(layout: ExactLayout, net) -> bool:
+    """The learned stage needs a context network and an image that is one 3-channel plane (RGB)."""
+    return net is not None and len(layout.maps) == 1 and layout.maps[0].shape[2] == 3
+
+
+def _context_outputs(net, layout: ExactLayout, inputs: ContextInputs, known_residuals: list[np.ndarray],
+                     stage_indices: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(δ, λ) as float64 (H, W, 3) for each stage in ``stage_indices``, one batch row per stage.
+
+    ``known_residuals[i]`` holds the normalized residuals (x_0 − μ)/σ_t the decoder has at that stage
+    (zeros elsewhere).  Encoder and decoder must call this with the same batch rows for the numbers the
+    coder's tables depend on (outputs differ at ~1e-6 between batch sizes): one stage per call.
+    """
+    from diffcodec.models.context_net import stage_masks
+
+    h, w = layout.maps[0].shape[:2]
+    masks = stage_masks(h, w)
+    chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))  # noqa: E731
+    n = len(stage_indices)
+    xhat, y = chw(inputs.xhat).expand(n, -1, -1, -1), chw(inputs.y).expand(n, -1, -1, -1)
+    known = torch.stack([masks[i][0] for i in stage_indices])
+    coded = torch.stack([masks[i][1] for i in stage_indices])
+    residual = torch.stack([chw(r) for r in known_residuals]) * known
+    log_sigma = torch.full((n,), math.log(inputs.sigma), dtype=torch.float32)
+    with torch.no_grad():
+        delta, lam = net(xhat, y, residual, known, coded, log_sigma)
+    return [(delta[j].double().numpy().transpose(1, 2, 0), lam[j].double().numpy().transpose(1, 2, 0)) for j in range(n)]
+
+
+def _learned_params(layout: ExactLayout, stage: Stage, inputs: ContextInputs, delta: np.ndarray, lam: np.ndarray,
+                    scale: float) -> tuple[np.ndarray, np.ndarray]:
+    sel, c = layout.selection(stage), stage.channel
+    s = inputs.sigma_pixels
+    mean = inputs.mu[..., c][sel] + s * delta[..., c][sel]
+    sd = s * np.exp(np.clip(lam[..., c][sel], -30.0, 30.0)) * scale
+    # constriction panics on NaN or a std of 0: clamp (the same on both sides).
+    return np.nan_to_num(np.clip(mean, -1e4, 1e4), nan=127.5), np.nan_to_num(np.clip(sd, 1e-2, 1e4), nan=1e4)
+
+
+def _normalized(inputs: ContextInputs, x: np.ndarray) -> np.ndarray:
+    return (x.astype(np.float64) - inputs.mu) / inputs.sigma_pixels
+
+
+def plan_learned(layout: ExactLayout, net, x: np.ndarray, inputs: ContextInputs) -> ExactPlan:
+    """The encoder's estimate of the learned stage for the plane ``x`` (pixel values, (H, W, 3)): a scale per stage.
+
+    All six stages in one batch: an estimate (the written stream recomputes each stage on its own).
+    """
+    r = _normalized(inputs, x)
+    outputs = _context_outputs(net, layout, inputs, [r] * len(layout.stages), list(range(len(layout.stages))))
+    bits, scales = 1.0, []
+    for stage, (delta, lam) in zip(layout.stages, outputs):
+        mean, sd = _learned_params(layout, stage, inputs, delta, lam, 1.0)
+        per = stage_bits(x[..., stage.channel][layout.selection(stage)], mean, sd, CONTEXT_SCALES)
+        scales.append(int(np.argmin(per)))
+        bits += 4 + float(per.min())
+    return ExactPlan(weights=None, scales=tuple(scales), bits=bits, method=LEARNED)
+
+
+def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: np.ndarray, inputs: ContextInputs) -> None:
+    """Write the learned stage of the plane ``x`` (uint8 (H, W, 3)) as planned (the method bit included)."""
+    encode_raw_bits(coder, LEARNED, 1)
+    r = _normalized(inputs, x)
+    for i, (stage, scale) in enumerate(zip(layout.stages, p.scales)):
+        known = np.zeros_like(r)
+        known_mask = _known_mask(layout, stage)
+        known[known_mask] = r[known_mask]
+        (delta, lam), = _context_outputs(net, layout, inputs, [known], [i])
+        mean, sd = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
+        encode_raw_bits(coder, scale, 4)
+        coder.encode(x[..., stage.channel][layout.selection(stage)].astype(np.int32), PIXEL_MODEL, mean, sd)
+
+
+def decode_learned(coder, layout: ExactLayout, net, inputs: ContextInputs) -> np.ndarray:
+    """Read the learned stage (after its method bit): the plane as uint8 (H, W, 3)."""
+    x = np.zeros(inputs.xhat.shape, dtype=np.uint8)
+    r = np.zeros(inputs.xhat.shape)
+    for i, stage in enumerate(layout.stages):
+        sel, c = layout.selection(stage), stage.channel
+        scale = decode_raw_bits(coder, 4)
+        (delta, lam), = _context_outputs(net, layout, inputs, [r], [i])
+        mean, sd = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
+        values = coder.decode(PIXEL_MODEL, mean, sd)
+        x[..., c][sel] = values.astype(np.uint8)
+        r[..., c][sel] = (values.astype(np.float64) - inputs.mu[..., c][sel]) / inputs.sigma_pixels
+    return x
+
+
+def _known_mask(layout: ExactLayout, stage: Stage) -> np.ndarray:
+    """(H, W, 3) bool: the subpixels a decoder holds when it reaches ``stage``."""
+    h, w = layout.first.shape
+    m = np.zeros((h, w, 3), dtype=bool)
+    if stage.second:
+        m[layout.first] = True
+        m[~layout.first, : stage.channel] = True
+    else:
+        m[layout.first, : stage.channel] = True
+    return m

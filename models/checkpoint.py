@@ -3,8 +3,10 @@
 A checkpoint is a ``torch.save`` dict with ``format``, ``unet`` (UNetConfig as a
 dict), ``schedule`` (ScheduleConfig as a dict), ``variance``, ``ema`` (the weights
 used for coding) and, for resumable training checkpoints, ``model``, ``optimizer``
-and ``step``.  The codec identifies a model by :attr:`DiffusionModel.identity`, a
-hash of its configs and EMA weights, never by a name or path.
+and ``step``.  An optional ``context`` entry (``{"config": ..., "weights": ...}``) holds the
+exact stage's context network (:mod:`.context_net`).  The codec identifies a model by a hash of its
+configs and weights, never by a name or path: :attr:`DiffusionModel.identity` (the U-Net; format
+versions 1–3) or :attr:`DiffusionModel.codec_identity` (the U-Net and the context network; version 4).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from diffcodec.diffusion import GaussianDiffusion, ScheduleConfig, VarianceKind
 
+from .context_net import ContextNet, ContextNetConfig
 from .unet import UNet, UNetConfig
 
 CHECKPOINT_FORMAT = "diffcodec-checkpoint-1"
@@ -32,13 +35,16 @@ class CheckpointError(ValueError):
 class DiffusionModel:
     """A trained ε-network with the diffusion it was trained on, ready for inference."""
 
-    def __init__(self, net: UNet, schedule: ScheduleConfig, variance: VarianceKind, meta: dict | None = None):
+    def __init__(self, net: UNet, schedule: ScheduleConfig, variance: VarianceKind, meta: dict | None = None,
+                 context: ContextNet | None = None):
         self.net = net.eval()
+        self.context = context.eval() if context is not None else None
         self.schedule = schedule
         self.variance = VarianceKind(variance)
         self.diffusion = GaussianDiffusion.from_config(schedule)
         self.meta = meta or {}
         self._identity: bytes | None = None
+        self._codec_identity: bytes | None = None
 
     @property
     def config(self) -> UNetConfig:
@@ -55,6 +61,25 @@ class DiffusionModel:
                 h.update(tensor.detach().float().contiguous().numpy().tobytes())
             self._identity = h.digest()
         return self._identity
+
+    @property
+    def codec_identity(self) -> bytes:
+        """32-byte SHA-256 of :attr:`identity` and the context network (format version 4 names its model by it).
+
+        Equal to :attr:`identity` without a context network.  Kept apart from :attr:`identity` so that
+        adding a context network to a checkpoint leaves the files of versions 1–3 decodable with it.
+        """
+        if self._codec_identity is None:
+            if self.context is None:
+                self._codec_identity = self.identity
+            else:
+                h = hashlib.sha256(self.identity)
+                h.update(json.dumps(self.context.config.to_dict(), sort_keys=True).encode())
+                for name, tensor in sorted(self.context.state_dict().items()):
+                    h.update(name.encode())
+                    h.update(tensor.detach().float().contiguous().numpy().tobytes())
+                self._codec_identity = h.digest()
+        return self._codec_identity
 
     def describe(self) -> dict:
         return {"unet": self.config.to_dict(), "schedule": self.schedule.to_dict(), "variance": self.variance.value}
@@ -81,7 +106,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
 def export_weights(training_checkpoint: dict, half: bool = True) -> dict:
     """The shippable part of a training checkpoint: configs and EMA weights (fp16 if ``half``)."""
     ema = {k: (v.half() if half and v.is_floating_point() else v) for k, v in training_checkpoint["ema"].items()}
-    keep = ("format", "unet", "schedule", "variance", "step", "images_seen", "data", "objective")
+    keep = ("format", "unet", "schedule", "variance", "step", "images_seen", "data", "objective", "context")
     out = {k: training_checkpoint[k] for k in keep if k in training_checkpoint}
     out["ema"] = ema
     return out
@@ -125,4 +150,17 @@ def model_from_checkpoint(ckpt: dict, source: str = "<checkpoint>") -> Diffusion
     except RuntimeError as exc:
         raise CheckpointError(f"{source}: weights do not match its config ({str(exc).splitlines()[0]})") from None
     meta = {k: ckpt[k] for k in ("step", "images_seen", "data", "objective") if k in ckpt}
-    return DiffusionModel(net, ScheduleConfig.from_dict(ckpt["schedule"]), VarianceKind(ckpt["variance"]), meta)
+    context = None
+    if "context" in ckpt:
+        context = ContextNet(ContextNetConfig.from_dict(ckpt["context"]["config"]))
+        try:
+            context.load_state_dict({k: v.float() for k, v in ckpt["context"]["weights"].items()})
+        except RuntimeError as exc:
+            raise CheckpointError(f"{source}: context network weights do not match its config ({str(exc).splitlines()[0]})") from None
+        meta["context"] = {k: v for k, v in ckpt["context"].items() if k != "weights"}
+    return DiffusionModel(net, ScheduleConfig.from_dict(ckpt["schedule"]), VarianceKind(ckpt["variance"]), meta, context)
+
+
+def context_entry(net: ContextNet, **info) -> dict:
+    """The checkpoint entry for a context network (fp32 weights: it is small) plus how it was trained."""
+    return {"config": net.config.to_dict(), "weights": {k: v.detach().clone() for k, v in net.state_dict().items()}, **info}

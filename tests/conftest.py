@@ -10,14 +10,18 @@ import torch
 
 from diffcodec.diffusion import ScheduleConfig, VarianceKind
 from diffcodec.models.checkpoint import CHECKPOINT_FORMAT, DiffusionModel, save_checkpoint
+from diffcodec.models.context_net import ContextNet, ContextNetConfig
 from diffcodec.models.unet import UNet, UNetConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2), attention_resolutions=(16,), fourier_features=(7,), dropout=0.0)
 
 
-def make_tiny_model(seed: int = 0, learn_sigma: bool = True, num_steps: int = 1000) -> DiffusionModel:
-    """A random 32×32 U-Net with non-zero output layer (a zero-initialised one would predict ε = 0)."""
+def make_tiny_model(seed: int = 0, learn_sigma: bool = True, num_steps: int = 1000, context: bool = False) -> DiffusionModel:
+    """A random 32×32 U-Net with non-zero output layer (a zero-initialised one would predict ε = 0).
+
+    ``context``: with a tiny random context network for the learned exact stage (tiny_context_net).
+    """
     torch.manual_seed(seed)
     config = UNetConfig(**{**TINY_UNET.to_dict(), "learn_sigma": learn_sigma})
     net = UNet(config)
@@ -25,7 +29,17 @@ def make_tiny_model(seed: int = 0, learn_sigma: bool = True, num_steps: int = 10
         for p in net.out_conv.parameters():
             p.normal_(0.0, 0.05)
     variance = VarianceKind.LEARNED_RANGE if learn_sigma else VarianceKind.FIXED_SMALL
-    return DiffusionModel(net, ScheduleConfig(num_steps=num_steps), variance)
+    return DiffusionModel(net, ScheduleConfig(num_steps=num_steps), variance,
+                          context=tiny_context_net(seed) if context else None)
+
+
+def tiny_context_net(seed: int = 0) -> ContextNet:
+    """A random context network with a small non-zero output layer (zero-initialised it would be the identity)."""
+    torch.manual_seed(seed + 1000)
+    net = ContextNet(ContextNetConfig(width=8, blocks=1))
+    with torch.no_grad():
+        net.out.weight.normal_(0.0, 0.05)
+    return net
 
 
 def tiny_checkpoint_dict(model: DiffusionModel) -> dict:

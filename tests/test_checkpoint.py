@@ -12,6 +12,7 @@ from diffcodec.diffusion import ScheduleConfig, VarianceKind
 from diffcodec.models.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
+    context_entry,
     export_weights,
     load_model,
     model_from_checkpoint,
@@ -20,7 +21,7 @@ from diffcodec.models.checkpoint import (
 from diffcodec.models.data import TrainingSet
 from diffcodec.models.train import Objective, TrainConfig, Trainer
 
-from conftest import TINY_UNET, make_tiny_model, tiny_checkpoint_dict
+from conftest import TINY_UNET, make_tiny_model, tiny_checkpoint_dict, tiny_context_net
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: the network on one thread, as the codec runs it
@@ -60,6 +61,37 @@ def test_identity_depends_on_weights_and_config():
     assert a.identity == b.identity
     assert make_tiny_model(seed=1).identity != a.identity
     assert make_tiny_model(seed=0, num_steps=500).identity != a.identity  # same weights, other schedule
+
+
+def test_context_network_round_trips_and_names_version_4_files_only(tmp_path):
+    plain, with_context = make_tiny_model(seed=0), make_tiny_model(seed=0, context=True)
+    # versions 1–3 name the U-Net alone: adding a context network keeps their files decodable
+    assert with_context.identity == plain.identity
+    assert plain.codec_identity == plain.identity and with_context.codec_identity != plain.identity
+    assert make_tiny_model(seed=0, context=True).codec_identity == with_context.codec_identity
+    other = make_tiny_model(seed=0)
+    other.context = tiny_context_net(seed=1).eval()
+    assert other.codec_identity != with_context.codec_identity
+    path = tmp_path / "ctx.pt"
+    save_checkpoint(path, {**tiny_checkpoint_dict(with_context), "context": context_entry(with_context.context, steps=7)})
+    loaded = load_model(path)
+    assert loaded.codec_identity == with_context.codec_identity and loaded.meta["context"]["steps"] == 7
+    args = [torch.randn(1, 3, 4, 4) for _ in range(5)] + [torch.zeros(1)]
+    for a, b in zip(loaded.context(*args), with_context.context(*args)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # export keeps it
+    training = {**tiny_checkpoint_dict(with_context), "context": context_entry(with_context.context)}
+    assert "context" in export_weights(training)
+
+
+def test_mismatched_context_weights_are_refused(tmp_path):
+    model = make_tiny_model(seed=0, context=True)
+    entry = context_entry(model.context)
+    entry["config"] = {"width": 16, "blocks": 1}
+    path = tmp_path / "bad.pt"
+    save_checkpoint(path, {**tiny_checkpoint_dict(model), "context": entry})
+    with pytest.raises(CheckpointError, match="context network weights do not match"):
+        load_model(path)
 
 
 def test_export_weights_is_fp16_and_loads(tmp_path):

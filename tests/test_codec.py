@@ -12,9 +12,10 @@ stop after two states (x_1000, x_501, then x_0).  Tests that need the whole chai
 over all steps, stop-at-t at every coded t, cuts and truncation at several points) use
 ``FULL``, which forces the exact stage to start at x_1 (the paper's L_0).
 
-GOLDEN BITSTREAM: tests/expected/codec_v3.sha256 is the SHA-256 of the file produced by
-:func:`golden_encoding` (format version 3).  tests/expected/codec_v1.dfc, codec_v2.dfc and
-codec_v2_rgba.dfc are streams written by the version-1 and version-2 encoders; they must keep decoding.  It pins the whole format (container, shared randomness, chunking,
+GOLDEN BITSTREAMS: tests/expected/codec_v4.sha256 holds the SHA-256 of the files produced by
+:func:`golden_encoding` (format version 4, learned exact stage) and :func:`golden_encoding_rgba`
+(linear exact stage).  tests/expected/codec_v1.dfc, codec_v2.dfc, codec_v2_rgba.dfc and
+codec_v3.dfc are streams written by the version-1, -2 and -3 encoders; they must keep decoding.  It pins the whole format (container, shared randomness, chunking,
 PFR, range coding) *and* the tiny model's arithmetic, so it is machine-dependent (see the
 test's docstring).  Regenerate it only on purpose, after a deliberate format change, with
 
@@ -37,7 +38,8 @@ from diffcodec.errors import DiffcodecError
 
 from conftest import make_tiny_model
 
-GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v3.sha256"
+GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v4.sha256"
+V3_STREAM = Path(__file__).parent / "expected" / "codec_v3.dfc"
 V1_STREAM = Path(__file__).parent / "expected" / "codec_v1.dfc"
 V2_STREAMS = {"RGB": Path(__file__).parent / "expected" / "codec_v2.dfc", "RGBA": Path(__file__).parent / "expected" / "codec_v2_rgba.dfc"}
 CONFIG = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform")
@@ -50,8 +52,14 @@ def image(h: int, w: int, mode: str, seed: int = 0) -> np.ndarray:
 
 
 def golden_encoding() -> bytes:
-    model = make_tiny_model(seed=0)
-    return encode(image(8, 8, "RGB", seed=0), "RGB", model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1)).data
+    model = make_tiny_model(seed=0, context=True)
+    config = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1, exact_method="learned")
+    return encode(image(8, 8, "RGB", seed=0), "RGB", model, config).data
+
+
+def golden_encoding_rgba() -> bytes:
+    model = make_tiny_model(seed=0, context=True)  # RGBA: the linear exact stage
+    return encode(image(5, 7, "RGBA", seed=1), "RGBA", model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1)).data
 
 
 def payload_start(data: bytes) -> int:
@@ -433,10 +441,11 @@ def test_a_model_with_another_schedule_length_is_refused(rgb8):
 
 # ---------------------------------------------------------------------------- golden bitstream
 
-def test_golden_bitstream():
-    """SHA-256 of golden_encoding() (8×8 RGB from seed 0, make_tiny_model(seed=0), 3 steps, K ≤ 2^8, 1 thread).
+def test_golden_bitstreams():
+    """SHA-256 of golden_encoding() (8×8 RGB from seed 0, make_tiny_model(seed=0, context=True), 3 steps,
+    K ≤ 2^8, 1 thread, learned exact stage) and of golden_encoding_rgba() (5×7 RGBA, linear exact stage).
 
-    The encoder picks exact_from itself: the stream codes x_1000, x_501, then the exact stage from x_501.
+    The encoder picks exact_from itself.
 
     MACHINE-DEPENDENT: the stream depends on the tiny U-Net's float32 outputs, which may differ at ~1e-6
     between CPUs, BLAS builds and torch versions (and the random initialisation may change between torch
@@ -444,10 +453,27 @@ def test_golden_bitstream():
     the codec, container, rng, channel or entropy modules on the machine that wrote the golden is.
     Regenerate only on purpose: ``python tests/test_codec.py --regenerate-golden``.
     """
-    expected = GOLDEN_PATH.read_text().split()[0]
-    data = golden_encoding()
-    assert hashlib.sha256(data).hexdigest() == expected
-    np.testing.assert_array_equal(decode(data, make_tiny_model(seed=0)).pixels, image(8, 8, "RGB", seed=0))
+    expected = [line.split()[0] for line in GOLDEN_PATH.read_text().splitlines()]
+    model = make_tiny_model(seed=0, context=True)
+    for digest, (data, shape, mode, seed) in zip(expected, [(golden_encoding(), (8, 8), "RGB", 0),
+                                                             (golden_encoding_rgba(), (5, 7), "RGBA", 1)]):
+        assert data[3] == 4
+        assert hashlib.sha256(data).hexdigest() == digest
+        np.testing.assert_array_equal(decode(data, model).pixels, image(*shape, mode, seed=seed))
+
+
+def test_version3_stream_still_decodes():
+    """A stream of format version 3 (8-byte model id, no method bit before the exact stage) decodes exactly.
+
+    tests/expected/codec_v3.dfc: the version-3 encoder's ``encode(image(8, 8, "RGB", seed=0), "RGB",
+    make_tiny_model(seed=0), CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1))``;
+    machine-dependent like the golden above.  A context network in the model does not change what it
+    needs: versions 1–3 name the U-Net alone.
+    """
+    data = V3_STREAM.read_bytes()
+    assert data[3] == 3 and decode_file(data).header.version == 3
+    for model in (make_tiny_model(seed=0), make_tiny_model(seed=0, context=True)):
+        np.testing.assert_array_equal(decode(data, model).pixels, image(8, 8, "RGB", seed=0))
 
 
 def test_version1_stream_still_decodes():
@@ -479,8 +505,44 @@ def test_version2_streams_still_decode(mode, shape, seed):
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--regenerate-golden"]:
-        digest = hashlib.sha256(golden_encoding()).hexdigest()
-        GOLDEN_PATH.write_text(f"{digest}  codec_v3: tests/test_codec.py golden_encoding()\n")
-        print(f"wrote {GOLDEN_PATH}: {digest}")
+        lines = [f"{hashlib.sha256(f()).hexdigest()}  codec_v4: tests/test_codec.py {f.__name__}()"
+                 for f in (golden_encoding, golden_encoding_rgba)]
+        GOLDEN_PATH.write_text("\n".join(lines) + "\n")
+        print(f"wrote {GOLDEN_PATH}")
     else:
         sys.exit("usage: python tests/test_codec.py --regenerate-golden")
+
+
+# --------------------------------------------------------------------------- learned exact stage (format version 4)
+
+def test_learned_exact_stage_round_trips_and_needs_its_context_network():
+    model = make_tiny_model(seed=0, context=True)
+    img = image(9, 11, "RGB", seed=3)
+    res = encode(img, "RGB", model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_method="learned"))
+    np.testing.assert_array_equal(decode(res.data, model).pixels, img)
+    # the same U-Net without the context network is another model for a version-4 file
+    with pytest.raises(DiffcodecError, match="encoded with model"):
+        decode(res.data, make_tiny_model(seed=0))
+    # a cut inside the exact stage still decodes to the last lossy state
+    f = decode_file(res.data)
+    assert decode(encode_file(truncate(f, f.points[-2].t)), model).t > 0
+
+
+def test_auto_exact_method_is_never_worse_than_either():
+    model = make_tiny_model(seed=0, context=True)
+    img = image(8, 8, "RGB", seed=4)
+    results = {m: encode(img, "RGB", model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_method=m))
+               for m in ("auto", "linear", "learned")}
+    sizes = {m: len(r.data) for m, r in results.items()}
+    assert results["linear"].exact_method == "linear" and results["learned"].exact_method == "learned"
+    assert sizes["auto"] <= min(sizes["linear"], sizes["learned"]) + 4  # estimates decide; the flush may differ by a word
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L"])
+def test_learned_exact_stage_is_refused_where_it_does_not_apply(mode):
+    with pytest.raises(DiffcodecError, match="learned exact stage"):
+        encode(image(4, 4, mode), mode, make_tiny_model(seed=0, context=True), CodecConfig(steps=3, max_candidate_bits=8, exact_method="learned"))
+    with pytest.raises(DiffcodecError, match="learned exact stage"):
+        encode(image(4, 4, "RGB"), "RGB", make_tiny_model(seed=0), CodecConfig(steps=3, max_candidate_bits=8, exact_method="learned"))
+    with pytest.raises(DiffcodecError, match="exact_method"):
+        CodecConfig(exact_method="neural")

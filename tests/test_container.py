@@ -1,6 +1,6 @@
 """Tests of the .dfc container (diffcodec/container.py, docs/format.md).
 
-The golden vector tests/expected/container_v3.dfc is `encode_file(GOLDEN)`. It pins
+The golden vector tests/expected/container_v4.dfc is `encode_file(GOLDEN_V4)`. It pins
 the byte layout: regenerate it only for a deliberate format change (which also
 bumps VERSION, see docs/format.md), with
 
@@ -31,6 +31,7 @@ from diffcodec.diffusion import SPACINGS
 from diffcodec.errors import DiffcodecError
 
 GOLDEN_PATH = Path(__file__).parent / "expected" / "container_v3.dfc"
+GOLDEN_V4_PATH = Path(__file__).parent / "expected" / "container_v4.dfc"
 # Same layout, older version bytes: still read.
 OLDER_GOLDEN = {1: Path(__file__).parent / "expected" / "container_v1.dfc", 2: Path(__file__).parent / "expected" / "container_v2.dfc"}
 
@@ -38,7 +39,7 @@ OLDER_GOLDEN = {1: Path(__file__).parent / "expected" / "container_v1.dfc", 2: P
 # then the spacing code before flags: swapping two adjacent fields would change the bytes).
 GOLDEN = DfcFile(
     header=StreamHeader(model_id=bytes.fromhex("0123456789abcdef"), width=32, height=24, mode="RGB",
-                        num_steps=1000, chunk_bits=12, threads=2, exact_from=10, spacing="quad"),
+                        num_steps=1000, chunk_bits=12, threads=2, exact_from=10, spacing="quad", version=3),
     points=(
         TruncationPoint(t=1000, end_word=1, check=0x1111),
         TruncationPoint(t=999, end_word=3, check=0x2222),
@@ -50,8 +51,12 @@ GOLDEN = DfcFile(
     image_crc32=0xDEADBEEF,
 )
 
+# Version 4: the same file with a 4-byte model id (the header offsets below are version 3's).
+GOLDEN_V4 = DfcFile(header=replace(GOLDEN.header, model_id=bytes.fromhex("01234567"), version=4), points=GOLDEN.points,
+                    words=GOLDEN.words, image_crc32=GOLDEN.image_crc32)
+
 SMALL = DfcFile(
-    header=StreamHeader(model_id=bytes(8), width=1, height=1, mode="L", num_steps=3, chunk_bits=1, threads=1),
+    header=StreamHeader(model_id=bytes(4), width=1, height=1, mode="L", num_steps=3, chunk_bits=1, threads=1),
     points=(TruncationPoint(3, 0, 0), TruncationPoint(1, 1, 0xABCD), TruncationPoint(0, 2, 0x0102)),
     words=np.array([0xFFFFFFFF, 0x00000001], dtype=np.uint32),
     image_crc32=0,
@@ -105,9 +110,27 @@ def assert_only_format_errors(data: bytes) -> None:
 # ---- fixed vectors ------------------------------------------------------------------------------
 
 def test_golden_vector() -> None:
+    data = GOLDEN_V4_PATH.read_bytes()
+    assert encode_file(GOLDEN_V4) == data, "format changed: see the module docstring before regenerating"
+    assert decode_file(data) == GOLDEN_V4
+
+
+def test_version3_golden_vector_is_still_read_and_differs_only_in_the_model_id() -> None:
     data = GOLDEN_PATH.read_bytes()
-    assert encode_file(GOLDEN) == data, "format changed: see the module docstring before regenerating"
-    assert decode_file(data) == GOLDEN
+    assert encode_file(GOLDEN) == data and decode_file(data) == GOLDEN and data[3] == 3
+    v4 = GOLDEN_V4_PATH.read_bytes()
+    assert data[4:12] == bytes.fromhex("0123456789abcdef") and v4[4:8] == bytes.fromhex("01234567")
+    n3, n4 = head_len(GOLDEN, data), head_len(GOLDEN_V4, v4)
+    # all else equal but the header check at the end of the head
+    assert n4 == n3 - 4 and data[12:n3 - 2] == v4[8:n4 - 2] and data[n3:] == v4[n4:]
+
+
+def test_model_id_length_follows_the_version() -> None:
+    assert [container.model_id_bytes(v) for v in (1, 2, 3, 4)] == [8, 8, 8, 4]
+    with pytest.raises(DfcFormatError, match="model_id must be 4 bytes in version 4"):
+        StreamHeader(bytes(8), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1)
+    with pytest.raises(DfcFormatError, match="model_id must be 8 bytes in version 3"):
+        StreamHeader(bytes(4), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, version=3)
 
 
 @pytest.mark.parametrize("version", sorted(OLDER_GOLDEN))
@@ -189,7 +212,7 @@ def test_truncate_rejects_t_outside_the_chain(stop_at_t: object) -> None:
     (b"", "empty file"),
     (b"DF", "ends inside the .dfc header"),
     (b"\x89PNG\r\n\x1a\n", "not a .dfc file"),
-    (b"DFC\x04" + bytes(40), "unsupported .dfc version 4, written by a newer diffcodec"),
+    (b"DFC\x05" + bytes(40), "unsupported .dfc version 5, written by a newer diffcodec"),
     (b"DFC\x00" + bytes(40), "unsupported .dfc version 0"),
     (encode_file(SMALL) + b"\x00", "1 bytes after the payload"),
 ])
@@ -251,13 +274,13 @@ def test_header_offsets_of_the_new_fields() -> None:
     data = encode_file(GOLDEN)
     assert data[16:25] == bytes.fromhex("e807" "e807" "de07" "01" "00" "05")  # S, T, 1000 − 10, quad, flags, 5 points
     small = encode_file(SMALL)
-    assert small[16:22] == bytes.fromhex("03" "e807" "02" "00" "00")  # S=3, T=1000, 3 − 1, uniform, flags
+    assert small[12:18] == bytes.fromhex("03" "e807" "02" "00" "00")  # S=3, T=1000, 3 − 1, uniform, flags (4-byte id)
 
 
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("exact_from", [1, 2, 3])
 def test_exact_from_and_spacing_round_trip(exact_from: int, spacing: str) -> None:
-    h = StreamHeader(bytes(8), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, exact_from=exact_from, spacing=spacing)
+    h = StreamHeader(bytes(4), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, exact_from=exact_from, spacing=spacing)
     lowest = (TruncationPoint(exact_from, 1, 0xABCD),) if exact_from < 3 else ()  # the last lossy state, x_exact_from
     f = DfcFile(h, (TruncationPoint(3, 0, 0), *lowest, TruncationPoint(0, 2, 0x0102)), SMALL.words, image_crc32=0)
     g = decode_file(encode_file(f))
@@ -265,7 +288,7 @@ def test_exact_from_and_spacing_round_trip(exact_from: int, spacing: str) -> Non
 
 
 def test_file_without_points_is_refused() -> None:
-    body = bytearray(encode_file(SMALL)[:22])  # magic through flags, then a point count of 0
+    body = bytearray(encode_file(SMALL)[:18])  # magic through flags (4-byte model id), then a point count of 0
     assert body[-3:] == b"\x02\x00\x00"  # S − exact_from = 2, spacing uniform, flags 0
     with pytest.raises(DfcFormatError, match="no truncation points"):
         decode_file(bytes(body) + bytes([0]) + binascii.crc_hqx(body + b"\0", 0xFFFF).to_bytes(2, "little"))
@@ -274,7 +297,7 @@ def test_file_without_points_is_refused() -> None:
 # ---- construction -------------------------------------------------------------------------------
 
 def _header(**changes: object) -> StreamHeader:
-    fields: dict[str, object] = dict(model_id=bytes(8), width=4, height=4, mode="L", num_steps=10,
+    fields: dict[str, object] = dict(model_id=bytes(4), width=4, height=4, mode="L", num_steps=10,
                                      chunk_bits=8, threads=1)
     return StreamHeader(**{**fields, **changes})  # type: ignore[arg-type]
 
@@ -336,7 +359,7 @@ def test_lossy_points_down_to_exact_from_are_accepted() -> None:
     assert decode_file(encode_file(f)) == f
     assert _file([(10, 0), (0, 2)], exact_from=5).complete  # the point at exact_from need not be in the table
     assert _file([(10, 0)], crc=None, exact_from=10).points[-1].t == 10
-    assert StreamHeader(bytes(8), 4, 4, "L", 10, 8, 1, exact_from=np.int64(10)).exact_from == 10
+    assert StreamHeader(bytes(4), 4, 4, "L", 10, 8, 1, exact_from=np.int64(10)).exact_from == 10
 
 
 def test_construction_normalises_numpy_ints_and_freezes_words() -> None:
@@ -363,27 +386,27 @@ def test_describe_is_json_and_sizes_match_real_files() -> None:
 
 
 def test_overhead_of_a_cifar_size_file() -> None:
-    """8 points, 1700-byte payload, 32x32 RGB: 62 bytes of framing (docs/format.md, "Size")."""
+    """8 points, 1700-byte payload, 32x32 RGB: 58 bytes of framing (docs/format.md, "Size")."""
     ends = [2, 40, 90, 150, 210, 250, 290, 425]
     for spacing in SPACINGS:
-        f = DfcFile(StreamHeader(bytes(8), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, spacing=spacing),
+        f = DfcFile(StreamHeader(bytes(4), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, spacing=spacing),
                     tuple(TruncationPoint(t, e, 0xABCD) for t, e in zip([100, 50, 25, 12, 6, 3, 1, 0], ends)),
                     np.zeros(425, np.uint32), image_crc32=0x12345678)
-        assert len(encode_file(f)) - 1700 == 62, spacing
+        assert len(encode_file(f)) - 1700 == 58, spacing
 
 
 def test_overhead_figures_of_the_size_section() -> None:
     """The other figures of docs/format.md, "Size"."""
     # S = 1000: S and S − exact_from take two bytes each, and so do the three gaps of 128 or more steps.
     ends = [2, 40, 90, 150, 210, 250, 290, 425]
-    f = DfcFile(StreamHeader(bytes(8), 32, 32, "RGB", num_steps=1000, chunk_bits=12, threads=2),
+    f = DfcFile(StreamHeader(bytes(4), 32, 32, "RGB", num_steps=1000, chunk_bits=12, threads=2),
                 tuple(TruncationPoint(t, e, 0xABCD) for t, e in zip([1000, 500, 250, 120, 60, 30, 10, 0], ends)),
                 np.zeros(425, np.uint32), image_crc32=0x12345678)
-    assert len(encode_file(f)) - 1700 == 67
+    assert len(encode_file(f)) - 1700 == 63
     # Only x_T and x_0 (the chain stopped right after x_T: exact_from = S), S < 128, payload < 128 words.
-    h = StreamHeader(bytes(8), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, exact_from=100)
+    h = StreamHeader(bytes(4), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, exact_from=100)
     two = DfcFile(h, (TruncationPoint(100, 2, 0xABCD), TruncationPoint(0, 100, 0xABCD)), np.zeros(100, np.uint32), 0)
-    assert len(encode_file(two)) - 400 == 37
+    assert len(encode_file(two)) - 400 == 33
 
 
 # ---- fuzzing: about 200 examples in all, a second or two -----------------------------------------
@@ -399,8 +422,10 @@ def dfc_files(draw: st.DrawFn) -> DfcFile:
     ends = sorted(draw(st.lists(st.integers(0, 200), min_size=n, max_size=n)))
     seed = draw(st.integers(0, 2**32 - 1))
     lowest_lossy = min((t for t in ts if t > 0), default=num_steps)
+    version = draw(st.sampled_from(container.READABLE_VERSIONS))
+    id_bytes = container.model_id_bytes(version)
     header = StreamHeader(
-        model_id=draw(st.binary(min_size=8, max_size=8)), width=draw(st.integers(1, MAX_SIDE)),
+        version=version, model_id=draw(st.binary(min_size=id_bytes, max_size=id_bytes)), width=draw(st.integers(1, MAX_SIDE)),
         height=draw(st.integers(1, MAX_SIDE)), mode=draw(st.sampled_from(["L", "RGB", "RGBA"])),
         num_steps=num_steps, chunk_bits=draw(st.integers(1, 63)), threads=draw(st.integers(1, 255)),
         exact_from=draw(st.integers(1, lowest_lossy)), spacing=draw(st.sampled_from(SPACINGS)))
@@ -457,5 +482,5 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate-golden"]:
         sys.exit(__doc__)
     GOLDEN_PATH.parent.mkdir(exist_ok=True)
-    GOLDEN_PATH.write_bytes(encode_file(GOLDEN))
-    print(f"wrote {GOLDEN_PATH} ({GOLDEN_PATH.stat().st_size} bytes)")
+    GOLDEN_V4_PATH.write_bytes(encode_file(GOLDEN_V4))
+    print(f"wrote {GOLDEN_V4_PATH} ({GOLDEN_V4_PATH.stat().st_size} bytes)")

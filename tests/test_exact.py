@@ -111,3 +111,88 @@ def test_stage_bits_closed_form():
     bits = exact.stage_bits(np.array([255]), np.array([0.0]), np.array([100.0]))
     c = exact.EXACT_SCALES[-1]
     assert bits[-1] == pytest.approx(-math.log2(1 - phi(254.5 / (100 * c))), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- learned stage (format version 4)
+
+def learned_inputs(h: int, w: int, seed: int = 0):
+    """An RGB plane and context inputs: x̂_0 near x_0 and y = x_0 plus noise of σ_t, model space."""
+    rng = np.random.default_rng(seed)
+    layout = exact.ExactLayout(TileLayout(h, w, "RGB"))
+    x = rng.integers(0, 256, (h, w, 3)).astype(np.uint8)
+    x0 = x / 127.5 - 1.0
+    sigma = 0.04
+    inputs = exact.ContextInputs(xhat=x0 + rng.normal(0, 0.02, x0.shape), y=x0 + rng.normal(0, sigma, x0.shape), sigma=sigma)
+    return layout, x, inputs
+
+
+def learned_round_trip(layout, net, x, inputs):
+    plan = exact.plan_learned(layout, net, x, inputs)
+    enc = constriction.stream.queue.RangeEncoder()
+    exact.encode_learned(enc, layout, net, plan, x, inputs)
+    words = enc.get_compressed()
+    dec = constriction.stream.queue.RangeDecoder(words)
+    assert exact.decode_raw_bits(dec, 1) == exact.LEARNED
+    return exact.decode_learned(dec, layout, net, inputs), 32 * len(words), plan
+
+
+@pytest.mark.parametrize("h, w", [(8, 8), (5, 7), (1, 1), (1, 6)])
+def test_learned_round_trip_is_exact_and_the_estimate_matches_the_file(h, w):
+    from conftest import tiny_context_net
+
+    layout, x, inputs = learned_inputs(h, w)
+    out, coded_bits, plan = learned_round_trip(layout, tiny_context_net(), x, inputs)
+    np.testing.assert_array_equal(out, x)
+    assert plan.method == exact.LEARNED and len(plan.scales) == len(layout.stages)
+    # the estimate batches the six stages, the stream runs them one by one: equal up to the flush
+    assert plan.bits <= coded_bits <= plan.bits + 64
+
+
+def test_learned_stage_with_a_zero_network_is_the_noise_model():
+    """A fresh ContextNet outputs δ = 0, λ = 0: x̂_0 with standard deviation σ_t, the baseline it learns from."""
+    from diffcodec.models.context_net import ContextNet, ContextNetConfig
+
+    layout, x, inputs = learned_inputs(8, 8)
+    plan = exact.plan_learned(layout, ContextNet(ContextNetConfig(width=4, blocks=1)), x, inputs)
+    sd = np.full(x.size, inputs.sigma_pixels)
+    expected = exact.stage_bits(x.reshape(-1), inputs.mu.reshape(-1), sd, exact.CONTEXT_SCALES)
+    # same per-scale costs summed over stages: the best single scale bounds the per-stage choice
+    assert plan.bits <= 1 + 4 * 6 + expected.min() + 1e-6
+    assert exact.CONTEXT_SCALES[8] == 1.0
+
+
+def test_learned_stage_reads_only_what_the_decoder_has():
+    """Changing a subpixel coded at stage k changes no stage's parameters up to k (the decoder could not know it)."""
+    from conftest import tiny_context_net
+
+    net = tiny_context_net()
+    layout, x, inputs = learned_inputs(6, 6)
+    for k, stage in enumerate(layout.stages):
+        other = x.copy()
+        sel = layout.selection(stage)
+        other[..., stage.channel][sel] = 255 - other[..., stage.channel][sel]
+        for j in range(k + 1):
+            known = [np.where(exact._known_mask(layout, layout.stages[j]), exact._normalized(inputs, v), 0.0) for v in (x, other)]
+            a, b = (exact._context_outputs(net, layout, inputs, [r], [j])[0] for r in known)
+            np.testing.assert_array_equal(a[0], b[0])
+            np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_context_masks_follow_the_stage_order():
+    from diffcodec.models.context_net import stage_masks
+
+    layout = exact.ExactLayout(TileLayout(5, 6, "RGB"))
+    for stage, (known, coded) in zip(layout.stages, stage_masks(5, 6)):
+        np.testing.assert_array_equal(coded.numpy().transpose(1, 2, 0)[..., stage.channel] == 1, layout.selection(stage))
+        assert coded.sum() == layout.selection(stage).sum()
+        np.testing.assert_array_equal(known.numpy().transpose(1, 2, 0) == 1, exact._known_mask(layout, stage))
+
+
+def test_learned_stage_needs_a_network_and_one_rgb_plane():
+    from conftest import tiny_context_net
+
+    net = tiny_context_net()
+    assert exact.learned_available(exact.ExactLayout(TileLayout(4, 4, "RGB")), net)
+    assert not exact.learned_available(exact.ExactLayout(TileLayout(4, 4, "RGB")), None)
+    assert not exact.learned_available(exact.ExactLayout(TileLayout(4, 4, "RGBA")), net)
+    assert not exact.learned_available(exact.ExactLayout(TileLayout(4, 4, "L")), net)
