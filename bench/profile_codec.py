@@ -12,7 +12,8 @@ the cumulative time of the functions that make up each component:
   arrival times) and the decoder's regeneration of the chosen windows (``decode_chunk``);
 - entropy coding: constriction's range coder with our models for the steps (levels, indices);
 - exact stage: diffcodec/exact.py, i.e. the encoder's plan at each state (residual prediction,
-  least squares, the cost of every scale) and the coding of x_0 (``plan``, ``encode``, ``decode``);
+  least squares, the cost of every scale; the context network where the learned stage is tried) and
+  the coding of x_0 (``plan``, ``encode``, ``decode`` and their ``_learned`` versions);
 - other: the rest (chunk partitions, KL, tiling, container, checks).
 
 cProfile adds a little overhead to every Python call, so the total is a few percent above the
@@ -52,7 +53,8 @@ def component_seconds(stats: pstats.Stats, total: float) -> dict[str, float]:
             decode_chunk += sum(c[3] for (cf, _, cn), c in callers.items() if cf.endswith("codec.py") and cn == "_decode_step")
     entropy = sum(v for (f, n), v in cum.items() if f.endswith("codec.py") and n in ("_write_step", "_replay_bits"))
     entropy += decode_step - decode_chunk
-    exact = sum(v for (f, n), v in cum.items() if f.endswith("exact.py") and n in ("plan", "encode", "decode"))
+    exact = sum(v for (f, n), v in cum.items() if f.endswith("exact.py")
+                and n in ("plan", "encode", "decode", "plan_learned", "encode_learned", "decode_learned"))
     return {"network": network, "channel simulation": channel, "entropy coding": entropy, "exact stage": exact,
             "other": max(0.0, total - network - channel - entropy - exact), "total": total}
 

@@ -60,6 +60,10 @@ EXACT_METHODS = ("auto", "linear", "learned")  # CodecConfig.exact_method
 # SKIP_TOLERANCE when the next step would carry over 1% of that best in KL (the last, expensive steps).
 STOP_TOLERANCE = 1.02
 SKIP_TOLERANCE = 1.005
+# The learned exact stage saves a few % of the exact stage: "auto" tries it on at most LEARNED_CANDIDATES
+# states whose total with the linear stage is within LEARNED_MARGIN of the best.
+LEARNED_MARGIN = 1.04
+LEARNED_CANDIDATES = 6
 
 
 class StreamMismatchError(DiffcodecError):
@@ -335,15 +339,11 @@ def _context_inputs(chain: _Chain, planes: exact.ExactLayout, pred: dict[str, np
 
 
 def _plan_exact(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int, method: str) -> exact.ExactPlan:
-    """The exact stage from this state as ``method`` asks ("auto": the cheaper one), method bit included."""
-    learned = None
-    if method != "linear" and exact.learned_available(planes, chain.model.context):
-        learned = exact.plan_learned(planes, chain.model.context, pixel_planes[0], _context_inputs(chain, planes, pred, x, index))
-        if method == "learned":
-            return learned
+    """The exact stage from this state, method bit included: "learned" where it applies, else "linear"."""
+    if method == "learned" and exact.learned_available(planes, chain.model.context):
+        return exact.plan_learned(planes, chain.model.context, pixel_planes[0], _context_inputs(chain, planes, pred, x, index))
     linear = exact.plan(planes, pixel_planes, *_exact_planes(chain, planes, pred, index))
-    linear = dataclasses.replace(linear, bits=linear.bits + 1)
-    return learned if learned is not None and learned.bits < linear.bits else linear
+    return dataclasses.replace(linear, bits=linear.bits + 1)
 
 
 def _simulate_step(chain: _Chain, config: CodecConfig, sizes: StepSizeCoder, step: int, rng,
@@ -437,6 +437,7 @@ def encode(
             records.append(rec)
             states.append(x.astype(np.float32))
             pred = chain.predict(x, index)
+            # "auto" runs the chain on the linear stage's costs; the learned one is tried on the best states below.
             exact_costs.append(_plan_exact(chain, planes, pixel_planes, pred, x, index, config.exact_method))
             prefix_bits = 32 * live.num_words()
             reports.append(StepReport(t=chain.paper_t(index), bits=0, kl_bits=kl_total,
@@ -456,23 +457,47 @@ def encode(
 
     if on_step is not None and len(records) < S:
         on_step(S - len(records))  # steps past the stopping point are never simulated: a progress bar completes
-    # Choose where the chain stops and the exact stage's scale.
+    # Predictions kept from pass 1; any other state's is recomputed: the same state through the same
+    # network gives the same prediction.
+    evaluations = len(records)
+    kept = {best_step: best_pred, len(records) - 1: pred}
+    del pred, best_pred
+
+    def prediction(step: int) -> dict[str, np.ndarray]:
+        nonlocal evaluations
+        if step not in kept:
+            with torch_threads(config.threads):
+                kept[step] = chain.predict(states[step].astype(np.float64), S - 1 - step)
+            evaluations += 1
+        return kept[step]
+
+    # Choose where the chain stops and the exact stage's method and scales.
     if forced_stop is None:
         live_bits = _replay_bits(records, config.chunk_bits)
-        stop = int(np.argmin([b + c.bits for b, c in zip(live_bits, exact_costs)]))
+        totals = [b + c.bits for b, c in zip(live_bits, exact_costs)]
+        if config.exact_method == "auto" and exact.learned_available(planes, model.context):
+            # The learned stage saves a few % of the exact stage, so it can only win near the linear optimum:
+            # try it on the few states closest to it (the context network costs ~6 linear plans).
+            best = min(totals)
+            near = sorted((t, s) for s, t in enumerate(totals) if t <= LEARNED_MARGIN * best)[:LEARNED_CANDIDATES]
+            for _, s in near:
+                with torch_threads(config.threads):
+                    learned = exact.plan_learned(planes, model.context, pixel_planes[0],
+                                                 _context_inputs(chain, planes, prediction(s), states[s].astype(np.float64), S - 1 - s))
+                if learned.bits < exact_costs[s].bits:
+                    exact_costs[s] = learned
+                    totals[s] = live_bits[s] + learned.bits
+        stop = int(np.argmin(totals))
     else:
         stop = min(forced_stop, len(records) - 1)
+        if config.exact_method == "auto" and exact.learned_available(planes, model.context):
+            with torch_threads(config.threads):
+                learned = exact.plan_learned(planes, model.context, pixel_planes[0],
+                                             _context_inputs(chain, planes, prediction(stop), states[stop].astype(np.float64), S - 1 - stop))
+            exact_costs[stop] = min(exact_costs[stop], learned, key=lambda p: p.bits)
     index = S - 1 - stop
-    evaluations = len(records)
-    if stop == best_step:
-        stop_pred = best_pred
-    elif stop == len(records) - 1:
-        stop_pred = pred
-    else:  # the same state through the same network: the same prediction as in pass 1
-        with torch_threads(config.threads):
-            stop_pred = chain.predict(states[stop].astype(np.float64), index)
-        evaluations += 1
-    del pred, best_pred
+    stop_pred = prediction(stop)
+    kept.clear()
 
     # Pass 2: write the stream: steps 0..stop, then the exact stage from the state after ``stop``.
     coder, models = constriction.stream.queue.RangeEncoder(), _Models(config.chunk_bits)
