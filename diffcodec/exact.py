@@ -275,8 +275,8 @@ def learned_available(layout: ExactLayout, net) -> bool:
 
 
 def _context_outputs(net, layout: ExactLayout, inputs: ContextInputs, known_residuals: list[np.ndarray],
-                     stage_indices: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(δ, λ) as float64 (H, W, 3) for each stage in ``stage_indices``, one batch row per stage.
+                     stages: list[Stage]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(δ, λ) as float64 (H, W, 3) for each of ``stages``, one batch row per stage.
 
     ``known_residuals[i]`` holds the normalized residuals (x_0 − μ)/σ_t the decoder has at that stage
     (zeros elsewhere).  Encoder and decoder must call this with the same batch rows for the numbers the
@@ -287,10 +287,11 @@ def _context_outputs(net, layout: ExactLayout, inputs: ContextInputs, known_resi
     h, w = layout.maps[0].shape[:2]
     masks = stage_masks(h, w)
     chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))  # noqa: E731
-    n = len(stage_indices)
+    n = len(stages)
     xhat, y = chw(inputs.xhat).expand(n, -1, -1, -1), chw(inputs.y).expand(n, -1, -1, -1)
-    known = torch.stack([masks[i][0] for i in stage_indices])
-    coded = torch.stack([masks[i][1] for i in stage_indices])
+    order = [3 * int(s.second) + s.channel for s in stages]  # stage_masks lists all six; a 1×1 image has three
+    known = torch.stack([masks[i][0] for i in order])
+    coded = torch.stack([masks[i][1] for i in order])
     residual = torch.stack([chw(r) for r in known_residuals]) * known
     log_sigma = torch.full((n,), math.log(inputs.sigma), dtype=torch.float32)
     with torch.no_grad():
@@ -318,7 +319,7 @@ def plan_learned(layout: ExactLayout, net, x: np.ndarray, inputs: ContextInputs)
     All six stages in one batch: an estimate (the written stream recomputes each stage on its own).
     """
     r = _normalized(inputs, x)
-    outputs = _context_outputs(net, layout, inputs, [r] * len(layout.stages), list(range(len(layout.stages))))
+    outputs = _context_outputs(net, layout, inputs, [r] * len(layout.stages), layout.stages)
     bits, scales = 1.0, []
     for stage, (delta, lam) in zip(layout.stages, outputs):
         mean, sd = _learned_params(layout, stage, inputs, delta, lam, 1.0)
@@ -332,11 +333,11 @@ def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: np.ndarray,
     """Write the learned stage of the plane ``x`` (uint8 (H, W, 3)) as planned (the method bit included)."""
     encode_raw_bits(coder, LEARNED, 1)
     r = _normalized(inputs, x)
-    for i, (stage, scale) in enumerate(zip(layout.stages, p.scales)):
+    for stage, scale in zip(layout.stages, p.scales):
         known = np.zeros_like(r)
         known_mask = _known_mask(layout, stage)
         known[known_mask] = r[known_mask]
-        (delta, lam), = _context_outputs(net, layout, inputs, [known], [i])
+        (delta, lam), = _context_outputs(net, layout, inputs, [known], [stage])
         mean, sd = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
         encode_raw_bits(coder, scale, 4)
         coder.encode(x[..., stage.channel][layout.selection(stage)].astype(np.int32), PIXEL_MODEL, mean, sd)
@@ -346,10 +347,10 @@ def decode_learned(coder, layout: ExactLayout, net, inputs: ContextInputs) -> np
     """Read the learned stage (after its method bit): the plane as uint8 (H, W, 3)."""
     x = np.zeros(inputs.xhat.shape, dtype=np.uint8)
     r = np.zeros(inputs.xhat.shape)
-    for i, stage in enumerate(layout.stages):
+    for stage in layout.stages:
         sel, c = layout.selection(stage), stage.channel
         scale = decode_raw_bits(coder, 4)
-        (delta, lam), = _context_outputs(net, layout, inputs, [r], [i])
+        (delta, lam), = _context_outputs(net, layout, inputs, [r], [stage])
         mean, sd = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
         values = coder.decode(PIXEL_MODEL, mean, sd)
         x[..., c][sel] = values.astype(np.uint8)

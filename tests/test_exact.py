@@ -173,7 +173,7 @@ def test_learned_stage_reads_only_what_the_decoder_has():
         other[..., stage.channel][sel] = 255 - other[..., stage.channel][sel]
         for j in range(k + 1):
             known = [np.where(exact._known_mask(layout, layout.stages[j]), exact._normalized(inputs, v), 0.0) for v in (x, other)]
-            a, b = (exact._context_outputs(net, layout, inputs, [r], [j])[0] for r in known)
+            a, b = (exact._context_outputs(net, layout, inputs, [r], [layout.stages[j]])[0] for r in known)
             np.testing.assert_array_equal(a[0], b[0])
             np.testing.assert_array_equal(a[1], b[1])
 

@@ -42,7 +42,7 @@ def test_training_loss_is_the_codec_cost():
     inputs = exact.ContextInputs(xhat=x0 + rng.normal(0, 0.02, x0.shape), y=x0 + rng.normal(0, 0.05, x0.shape), sigma=0.05)
     layout = exact.ExactLayout(TileLayout(8, 8, "RGB"))
     r = exact._normalized(inputs, x)
-    outputs = exact._context_outputs(net, layout, inputs, [r] * 6, list(range(6)))
+    outputs = exact._context_outputs(net, layout, inputs, [r] * 6, layout.stages)
     codec = 0.0
     for stage, (delta, lam) in zip(layout.stages, outputs):
         mean, sd = exact._learned_params(layout, stage, inputs, delta, lam, 1.0)
