@@ -35,9 +35,10 @@ def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, d
     The diffusion model is not changed: files of versions 1–3 still decode with the result.
 
     \b
-    Example (the shipped network, models/README.md):
+    Examples:
       diffcodec train-context ../shared/data/cifar10-train-lossless-4000.npy ../shared/data/photos-train \\
           --model models/default.pt -o models/default.pt --eval-dir ../shared/data/cifar10-test-png
+      diffcodec train-context data.npy --model run-ema.pt -o with-context.pt --steps 2000
     """
     import io
     from pathlib import Path

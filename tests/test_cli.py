@@ -23,7 +23,7 @@ from diffcodec.container import VERSION, decode_file
 from diffcodec.models import checkpoint
 
 FAST = ["--steps", "3", "--max-candidate-bits", "8", "--spacing", "uniform"]  # t = 1000, 501, 1
-VERBS = ["encode", "decode", "truncate", "info", "nll", "rd-curve"]
+VERBS = ["encode", "decode", "truncate", "info", "nll", "rd-curve", "train-context"]
 
 
 def run(*args, expect: int | None = 0):
@@ -105,6 +105,26 @@ def test_encode_json_last_line(encoded):
     assert out["steps"][-1]["rmse"] == 0 and out["steps"][0]["rmse"] > 0
     bits = [s["bits"] for s in out["steps"]]
     assert bits == sorted(bits)
+
+
+def test_encode_exact_method(work, model, tmp_path):
+    """--exact-method picks the exact stage; "learned" needs a context network, and says so in one line."""
+    from diffcodec.models.checkpoint import context_entry, load_model
+
+    from conftest import tiny_checkpoint_dict, tiny_context_net
+
+    image = work / "method.png"
+    pixels = random_image(image, 8, 8, "RGB", seed=5)
+    out = last_json(run("encode", image, "-o", tmp_path / "a.dfc", "--model", model, "--exact-method", "linear", "--json", *FAST))
+    assert out["exact_method"] == "linear"
+    assert_one_line_error(run("encode", image, "-o", tmp_path / "b.dfc", "--model", model, "--exact-method", "learned", *FAST,
+                              expect=None), "learned exact stage", "context network")
+    with_context = tmp_path / "ctx.pt"
+    checkpoint.save_checkpoint(with_context, {**tiny_checkpoint_dict(load_model(model)), "context": context_entry(tiny_context_net())})
+    out = last_json(run("encode", image, "-o", tmp_path / "c.dfc", "--model", with_context, "--exact-method", "learned", "--json", *FAST))
+    assert out["exact_method"] == "learned"
+    run("decode", tmp_path / "c.dfc", "-o", tmp_path / "c.png", "--model", with_context)
+    assert np.array_equal(read_pixels(tmp_path / "c.png"), pixels)
 
 
 def test_encode_human_table(encoded, work, model):
