@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--search-threads", type=int, default=None, help="PFR search threads (default: the codec's, every core)")
     ap.add_argument("--spacing", default=CodecConfig.spacing, choices=["uniform", "quad"])
     ap.add_argument("--exact-method", default=CodecConfig.exact_method, choices=["auto", "linear", "learned"])
+    ap.add_argument("--learned-candidates", type=int, default=CodecConfig.learned_candidates)
+    ap.add_argument("--learned-margin", type=float, default=CodecConfig.learned_margin)
     ap.add_argument("--model", default=None)
     ap.add_argument("--elbo-images", type=int, default=None, help="images for the ELBO estimate (default: --limit)")
     ap.add_argument("--out", default=None)
@@ -61,7 +63,8 @@ def main() -> None:
     images = load_folder_tiles(args.data, limit=args.limit)
     config = CodecConfig(steps=args.steps, chunk_bits=args.chunk_bits, extra_candidate_bits=args.extra_candidate_bits,
                          max_candidate_bits=args.max_candidate_bits, threads=args.threads, spacing=args.spacing,
-                         search_threads=args.search_threads, exact_method=args.exact_method)
+                         search_threads=args.search_threads, exact_method=args.exact_method,
+                         learned_candidates=args.learned_candidates, learned_margin=args.learned_margin)
     dims = images[0].size
     rows, results = [], []
     for i, px in enumerate(images):

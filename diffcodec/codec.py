@@ -60,10 +60,6 @@ EXACT_METHODS = ("auto", "linear", "learned")  # CodecConfig.exact_method
 # SKIP_TOLERANCE when the next step would carry over 1% of that best in KL (the last, expensive steps).
 STOP_TOLERANCE = 1.02
 SKIP_TOLERANCE = 1.005
-# The learned exact stage saves a few % of the exact stage: "auto" tries it on at most LEARNED_CANDIDATES
-# states whose total with the linear stage is within LEARNED_MARGIN of the best.
-LEARNED_MARGIN = 1.04
-LEARNED_CANDIDATES = 6
 
 
 class StreamMismatchError(DiffcodecError):
@@ -95,6 +91,10 @@ class CodecConfig:
     # The exact stage: "auto" writes the cheaper of the two, "linear" (residual prediction, as in version 3)
     # or "learned" (the model's context network; RGB images only).
     exact_method: str = "auto"
+    # Encoder-only: "auto" tries the learned stage (the context network costs ~6 linear plans) on at most
+    # this many states whose total with the linear stage is within ``learned_margin`` of the best.
+    learned_candidates: int = 6
+    learned_margin: float = 1.04
 
     def __post_init__(self):
         if not 1 <= self.chunk_bits <= 16:
@@ -111,6 +111,8 @@ class CodecConfig:
             raise DiffcodecError("exact_from_t must be at least 1")
         if not 0.5 <= self.target_gain <= 4.0:
             raise DiffcodecError("target_gain must be in 0.5..4")
+        if self.learned_candidates < 1 or self.learned_margin < 1.0:
+            raise DiffcodecError("learned_candidates must be at least 1 and learned_margin at least 1")
         if self.exact_method not in EXACT_METHODS:
             raise DiffcodecError(f"exact_method must be one of {', '.join(EXACT_METHODS)}, got {self.exact_method!r}")
 
@@ -479,7 +481,7 @@ def encode(
             # The learned stage saves a few % of the exact stage, so it can only win near the linear optimum:
             # try it on the few states closest to it (the context network costs ~6 linear plans).
             best = min(totals)
-            near = sorted((t, s) for s, t in enumerate(totals) if t <= LEARNED_MARGIN * best)[:LEARNED_CANDIDATES]
+            near = sorted((t, s) for s, t in enumerate(totals) if t <= config.learned_margin * best)[: config.learned_candidates]
             for _, s in near:
                 with torch_threads(config.threads):
                     learned = exact.plan_learned(planes, model.context, pixel_planes[0],

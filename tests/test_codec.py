@@ -546,3 +546,17 @@ def test_learned_exact_stage_is_refused_where_it_does_not_apply(mode):
         encode(image(4, 4, "RGB"), "RGB", make_tiny_model(seed=0), CodecConfig(steps=3, max_candidate_bits=8, exact_method="learned"))
     with pytest.raises(DiffcodecError, match="exact_method"):
         CodecConfig(exact_method="neural")
+    with pytest.raises(DiffcodecError, match="learned_candidates"):
+        CodecConfig(learned_candidates=0)
+
+
+def test_auto_tries_the_learned_stage_only_near_the_best_state(monkeypatch):
+    """With learned_candidates=1 the context network runs once in "auto" (plus six times to write the stage)."""
+    from diffcodec import exact as exact_module
+
+    calls = []
+    original = exact_module.plan_learned
+    monkeypatch.setattr(exact_module, "plan_learned", lambda *a, **k: calls.append(1) or original(*a, **k))
+    model = make_tiny_model(seed=0, context=True)
+    res = encode(image(8, 8, "RGB", seed=4), "RGB", model, CodecConfig(**{**FULL.__dict__, "exact_from_t": None, "learned_candidates": 1}))
+    assert len(calls) == 1 and len(res.steps) >= 2
