@@ -11,6 +11,8 @@ mkdir -p bench/results
 # Timed: the codec's file size against the ELBO, where the bits go, prefix rates, exactness, speed
 # (default search threads, then one), and the time profile by component.
 python bench/codec_cifar.py --data "$data" --limit 20 --model "$model" --out bench/results/codec_cifar.json
+python bench/codec_cifar.py --data "$data" --limit 20 --learned-candidates 50 --learned-margin 10 --model "$model" \
+    --out bench/results/codec_cifar_learned_everywhere.json
 python bench/codec_cifar.py --data "$data" --limit 20 --search-threads 1 --model "$model" \
     --out bench/results/codec_cifar_1thread.json
 python bench/profile_codec.py --data "$data" --limit 4 --model "$model" --out bench/results/profile_cifar.json

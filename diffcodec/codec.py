@@ -380,7 +380,7 @@ def encode(
     from .container import encode_file, chain_position
 
     layout = TileLayout(pixels.shape[0], pixels.shape[1], mode)
-    if config.exact_method == "learned" and not exact.learned_available(exact.ExactLayout(layout), getattr(model, "context", None)):
+    if config.exact_method == "learned" and not exact.learned_available(exact.ExactLayout(layout), model.context):
         raise DiffcodecError("the learned exact stage needs a model with a context network and an RGB image")
     chain = _Chain(model, layout, config.steps, config.chunk_bits, config.batch_size, config.spacing)
     tiles = layout.split(pixels)
@@ -462,44 +462,45 @@ def encode(
     # Predictions kept from pass 1; any other state's is recomputed: the same state through the same
     # network gives the same prediction.
     evaluations = len(records)
-    kept = {best_step: best_pred, len(records) - 1: pred}
+    predictions = {best_step: best_pred, len(records) - 1: pred}
     del pred, best_pred
 
     def prediction(step: int) -> dict[str, np.ndarray]:
         nonlocal evaluations
-        if step not in kept:
+        if step not in predictions:
             with torch_threads(config.threads):
-                kept[step] = chain.predict(states[step].astype(np.float64), S - 1 - step)
+                predictions[step] = chain.predict(states[step].astype(np.float64), S - 1 - step)
             evaluations += 1
-        return kept[step]
+        return predictions[step]
+
+    def with_learned(step: int) -> exact.ExactPlan:
+        """The cheaper of pass 1's (linear) plan at ``step`` and the learned stage there."""
+        with torch_threads(config.threads):
+            inputs = _context_inputs(chain, planes, prediction(step), states[step].astype(np.float64), S - 1 - step)
+            learned = exact.plan_learned(planes, model.context, pixel_planes[0], inputs)
+        return min(exact_costs[step], learned, key=lambda p: p.bits)
 
     # Choose where the chain stops and the exact stage's method and scales.
+    try_learned = config.exact_method == "auto" and exact.learned_available(planes, model.context)
     if forced_stop is None:
         live_bits = _replay_bits(records, config.chunk_bits)
         totals = [b + c.bits for b, c in zip(live_bits, exact_costs)]
-        if config.exact_method == "auto" and exact.learned_available(planes, model.context):
+        if try_learned:
             # The learned stage saves a few % of the exact stage, so it can only win near the linear optimum:
             # try it on the few states closest to it (the context network costs ~6 linear plans).
             best = min(totals)
             near = sorted((t, s) for s, t in enumerate(totals) if t <= config.learned_margin * best)[: config.learned_candidates]
             for _, s in near:
-                with torch_threads(config.threads):
-                    learned = exact.plan_learned(planes, model.context, pixel_planes[0],
-                                                 _context_inputs(chain, planes, prediction(s), states[s].astype(np.float64), S - 1 - s))
-                if learned.bits < exact_costs[s].bits:
-                    exact_costs[s] = learned
-                    totals[s] = live_bits[s] + learned.bits
+                exact_costs[s] = with_learned(s)
+                totals[s] = live_bits[s] + exact_costs[s].bits
         stop = int(np.argmin(totals))
     else:
         stop = min(forced_stop, len(records) - 1)
-        if config.exact_method == "auto" and exact.learned_available(planes, model.context):
-            with torch_threads(config.threads):
-                learned = exact.plan_learned(planes, model.context, pixel_planes[0],
-                                             _context_inputs(chain, planes, prediction(stop), states[stop].astype(np.float64), S - 1 - stop))
-            exact_costs[stop] = min(exact_costs[stop], learned, key=lambda p: p.bits)
+        if try_learned:
+            exact_costs[stop] = with_learned(stop)
     index = S - 1 - stop
     stop_pred = prediction(stop)
-    kept.clear()
+    predictions.clear()
 
     # Pass 2: write the stream: steps 0..stop, then the exact stage from the state after ``stop``.
     coder, models = constriction.stream.queue.RangeEncoder(), _Models(config.chunk_bits)
