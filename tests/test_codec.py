@@ -367,10 +367,19 @@ def test_every_truncation_point_decodes(tiny_model, config):
 
 # ---------------------------------------------------------------------------- corruption
 
-@pytest.fixture(scope="module")
-def flip_outcomes(tiny_model, rgb8):
-    """Decode the 8×8 file with single payload bits flipped (every byte, varying bit): what happened each time."""
-    pixels, result = rgb8
+@pytest.fixture(scope="module", params=["linear", "learned"])
+def flip_outcomes(request, tiny_model, rgb8):
+    """Decode the 8×8 file with single payload bits flipped (every byte, varying bit): what happened each time.
+
+    Once with the linear exact stage, once with the learned one (a tiny random context network).
+    """
+    if request.param == "linear":
+        pixels, result = rgb8
+    else:
+        tiny_model = make_tiny_model(seed=0, context=True)
+        pixels = image(8, 8, "RGB", seed=0)
+        result = encode(pixels, "RGB", tiny_model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_method="learned"))
+        assert result.exact_method == "learned"
     data = result.data
     outcomes = []
     for n, pos in enumerate(range(payload_start(data), len(data))):
