@@ -76,7 +76,7 @@ def main() -> None:
                 hwc = lambda a: a.double().numpy().transpose(1, 2, 0)  # noqa: E731
                 inputs = exact.ContextInputs(xhat=hwc(p["pred_xstart"][j]), y=hwc(x_t[j]) / math.sqrt(abar),
                                              sigma=math.sqrt((1 - abar) / abar))
-                learned += exact.plan_learned(planes, model.context, pixels[j].transpose(1, 2, 0), inputs).bits
+                learned += exact.plan_learned(planes, model.context, [pixels[j].transpose(1, 2, 0)], inputs).bits
         r = ((x0 - mean) * 127.5).double().numpy()  # residuals x_0 − x̂_0, pixel units, (n, 3, 32, 32)
         horizontal = float(np.corrcoef(r[..., :-1].ravel(), r[..., 1:].ravel())[0, 1])
         channels = np.corrcoef(r.transpose(1, 0, 2, 3).reshape(3, -1))

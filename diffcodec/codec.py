@@ -89,7 +89,7 @@ class CodecConfig:
     target_gain: float = 1.4
     spacing: str = "quad"  # how the steps spread over T: "uniform" or "quad" (dense at low noise)
     # The exact stage: "auto" writes the cheaper of the two, "linear" (residual prediction, as in version 3)
-    # or "learned" (the model's context network; RGB images only).
+    # or "learned" (the model's context network for the colour plane; RGB and RGBA images).
     exact_method: str = "auto"
     # Encoder-only: "auto" tries the learned stage (the context network costs ~6 linear plans) on at most
     # this many states whose total with the linear stage is within ``learned_margin`` of the best.
@@ -336,14 +336,19 @@ def _context_inputs(chain: _Chain, planes: exact.ExactLayout, pred: dict[str, np
                     ) -> exact.ContextInputs:
     """The learned exact stage's inputs at the state x (flat, chain index ``index``): x̂_0, x_t/√ᾱ_t, σ_t."""
     abar = float(chain.diffusion.alphas_cumprod[index])
-    (xhat,), (y,) = planes.planes(pred["pred_xstart"]), planes.planes(x / math.sqrt(abar))
+    xhat, y = planes.planes(pred["pred_xstart"])[0], planes.planes(x / math.sqrt(abar))[0]  # the colour plane
     return exact.ContextInputs(xhat=xhat, y=y, sigma=math.sqrt((1.0 - abar) / abar))
+
+
+def _plan_learned(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int) -> exact.ExactPlan:
+    inputs = _context_inputs(chain, planes, pred, x, index)
+    return exact.plan_learned(planes, chain.model.context, pixel_planes, inputs, *_exact_planes(chain, planes, pred, index))
 
 
 def _plan_exact(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int, method: str) -> exact.ExactPlan:
     """The exact stage from this state, method bit included: "learned" where it applies, else "linear"."""
     if method == "learned" and exact.learned_available(planes, chain.model.context):
-        return exact.plan_learned(planes, chain.model.context, pixel_planes[0], _context_inputs(chain, planes, pred, x, index))
+        return _plan_learned(chain, planes, pixel_planes, pred, x, index)
     linear = exact.plan(planes, pixel_planes, *_exact_planes(chain, planes, pred, index))
     return dataclasses.replace(linear, bits=linear.bits + 1)
 
@@ -381,7 +386,7 @@ def encode(
 
     layout = TileLayout(pixels.shape[0], pixels.shape[1], mode)
     if config.exact_method == "learned" and not exact.learned_available(exact.ExactLayout(layout), model.context):
-        raise DiffcodecError("the learned exact stage needs a model with a context network and an RGB image")
+        raise DiffcodecError("the learned exact stage needs a model with a context network and a colour image (RGB or RGBA)")
     chain = _Chain(model, layout, config.steps, config.chunk_bits, config.batch_size, config.spacing)
     tiles = layout.split(pixels)
     x0 = chain.x0_from_pixels(tiles)
@@ -476,8 +481,7 @@ def encode(
     def with_learned(step: int) -> exact.ExactPlan:
         """The cheaper of pass 1's (linear) plan at ``step`` and the learned stage there."""
         with torch_threads(config.threads):
-            inputs = _context_inputs(chain, planes, prediction(step), states[step].astype(np.float64), S - 1 - step)
-            learned = exact.plan_learned(planes, model.context, pixel_planes[0], inputs)
+            learned = _plan_learned(chain, planes, pixel_planes, prediction(step), states[step].astype(np.float64), S - 1 - step)
         return min(exact_costs[step], learned, key=lambda p: p.bits)
 
     # Choose where the chain stops and the exact stage's method and scales.
@@ -511,8 +515,9 @@ def encode(
     plan = exact_costs[stop]
     if plan.method == exact.LEARNED:
         with torch_threads(config.threads):  # the decoder runs the context network on the header's thread count
-            exact.encode_learned(coder, planes, model.context, plan, pixel_planes[0],
-                                 _context_inputs(chain, planes, stop_pred, states[stop].astype(np.float64), index))
+            exact.encode_learned(coder, planes, model.context, plan, pixel_planes,
+                                 _context_inputs(chain, planes, stop_pred, states[stop].astype(np.float64), index),
+                                 *_exact_planes(chain, planes, stop_pred, index))
     else:
         encode_raw_bits(coder, exact.LINEAR, 1)
         exact.encode(coder, planes, plan, pixel_planes, *_exact_planes(chain, planes, stop_pred, index))
@@ -658,8 +663,9 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
                 planes = exact.ExactLayout(layout)
                 if h.version >= 4 and decode_raw_bits(coder, 1) == exact.LEARNED:
                     if not exact.learned_available(planes, model.context):
-                        raise StreamMismatchError("the stream's exact stage needs a context network and an RGB image")
-                    values = [exact.decode_learned(coder, planes, model.context, _context_inputs(chain, planes, pred, x, index))]
+                        raise StreamMismatchError("the stream's exact stage needs a context network and a colour image")
+                    values = exact.decode_learned(coder, planes, model.context, _context_inputs(chain, planes, pred, x, index),
+                                                  *_exact_planes(chain, planes, pred, index))
                 else:
                     values = exact.decode(coder, planes, *_exact_planes(chain, planes, pred, index))
                 for m, v in zip(planes.maps, values):

@@ -18,10 +18,11 @@ weights follow as 6 bits each, w = (q − 32)/16), then for every non-empty stag
 into :data:`EXACT_SCALES` followed by that stage's symbols.
 
 Format version 4 puts one bit before that: 0 is the linear stage above, 1 the *learned* stage.  The
-learned stage (for RGB images, with a model that carries a context network,
-models/context_net.py) codes the same six stages with the mean and scale the context network
-predicts from x̂_0, x_t and the residuals decoded so far; per stage a 4-bit index into
-:data:`CONTEXT_SCALES` corrects its scale, then the stage's symbols.  The encoder plans both and
+learned stage (for the colour plane of RGB and RGBA images, with a model that carries a context
+network, models/context_net.py) codes the colour plane's six stages with the mean and scale the
+context network predicts from x̂_0, x_t and the residuals decoded so far; per stage a 4-bit index
+into :data:`CONTEXT_SCALES` corrects its scale, then the stage's symbols.  An RGBA image's alpha
+plane follows as a linear stage of its own (weights flag, weights, scales, symbols).  The encoder plans both and
 writes the cheaper.
 """
 
@@ -75,6 +76,7 @@ class ExactPlan:
     scales: tuple[int, ...]
     bits: float  # the encoder's estimate of the stage's cost, side information included
     method: int = LINEAR
+    rest: "ExactPlan | None" = None  # learned method: the linear stage of the planes after the colour plane (alpha)
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,10 @@ class ContextInputs:
 class ExactLayout:
     """The planes of an image as the exact stage sees them, and their stages in coding order."""
 
-    def __init__(self, layout: TileLayout):
-        self.maps = layout.plane_index_maps()  # per plane: (H, W, c) flat indices into the tile layout
+    def __init__(self, layout: TileLayout, first_plane: int = 0):
+        # per plane: (H, W, c) flat indices into the tile layout; ``first_plane`` drops the planes before it
+        self.maps = layout.plane_index_maps()[first_plane:]
+        self._tiles, self._first_plane = layout, first_plane
         h, w = layout.height, layout.width
         yy, xx = np.mgrid[:h, :w]
         self.first = (yy + xx) % 2 == 0
@@ -111,6 +115,10 @@ class ExactLayout:
         self.ring = _window_sum(self.first.astype(np.float64), RING)
         self.stages = [Stage(k, second, ch) for k, m in enumerate(self.maps) for second in (False, True)
                        for ch in range(m.shape[2]) if self.selection(Stage(k, second, ch)).any()]
+
+    def rest(self) -> "ExactLayout | None":
+        """The planes after the first (RGBA's alpha) as a layout of their own, or None."""
+        return ExactLayout(self._tiles, self._first_plane + 1) if len(self.maps) > 1 else None
 
     def planes(self, flat: np.ndarray) -> list[np.ndarray]:
         return [flat[m] for m in self.maps]
@@ -270,8 +278,12 @@ def _known(layout: ExactLayout, stage: Stage, residual: np.ndarray) -> np.ndarra
 # --------------------------------------------------------------------------- learned stage (format version 4)
 
 def learned_available(layout: ExactLayout, net) -> bool:
-    """The learned stage needs a context network and an image that is one 3-channel plane (RGB)."""
-    return net is not None and len(layout.maps) == 1 and layout.maps[0].shape[2] == 3
+    """The learned stage needs a context network and a colour plane first (RGB, RGBA; not grey)."""
+    return net is not None and layout.maps[0].shape[2] == 3
+
+
+def colour_stages(layout: ExactLayout) -> list[Stage]:
+    return [s for s in layout.stages if s.plane == 0]
 
 
 def _context_outputs(net, layout: ExactLayout, inputs: ContextInputs, known_residuals: list[np.ndarray],
@@ -313,49 +325,62 @@ def _normalized(inputs: ContextInputs, x: np.ndarray) -> np.ndarray:
     return (x.astype(np.float64) - inputs.mu) / inputs.sigma_pixels
 
 
-def plan_learned(layout: ExactLayout, net, x: np.ndarray, inputs: ContextInputs) -> ExactPlan:
-    """The encoder's estimate of the learned stage for the plane ``x`` (pixel values, (H, W, 3)): a scale per stage.
+def plan_learned(layout: ExactLayout, net, x: list[np.ndarray], inputs: ContextInputs,
+                 mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None) -> ExactPlan:
+    """The encoder's estimate of the learned stage: a scale per colour stage, then the other planes' linear plan.
 
-    All six stages in one batch: an estimate (the written stream recomputes each stage on its own).
+    ``x`` are the planes' pixel values (the colour plane (H, W, 3) first); ``mu`` and ``sd`` the base
+    Gaussians of all planes (only those after the colour plane are used, for the linear rest).  The
+    colour plane's six stages go in one batch: an estimate (the stream recomputes each on its own).
     """
-    r = _normalized(inputs, x)
-    outputs = _context_outputs(net, layout, inputs, [r] * len(layout.stages), layout.stages)
+    stages = colour_stages(layout)
+    r = _normalized(inputs, x[0])
+    outputs = _context_outputs(net, layout, inputs, [r] * len(stages), stages)
     bits, scales = 1.0, []
-    for stage, (delta, lam) in zip(layout.stages, outputs):
-        mean, sd = _learned_params(layout, stage, inputs, delta, lam, 1.0)
-        per = stage_bits(x[..., stage.channel][layout.selection(stage)], mean, sd, CONTEXT_SCALES)
+    for stage, (delta, lam) in zip(stages, outputs):
+        mean, s = _learned_params(layout, stage, inputs, delta, lam, 1.0)
+        per = stage_bits(x[0][..., stage.channel][layout.selection(stage)], mean, s, CONTEXT_SCALES)
         scales.append(int(np.argmin(per)))
         bits += 4 + float(per.min())
-    return ExactPlan(weights=None, scales=tuple(scales), bits=bits, method=LEARNED)
+    rest = None
+    if layout.rest() is not None:
+        rest = plan(layout.rest(), x[1:], mu[1:], sd[1:])
+        bits += rest.bits
+    return ExactPlan(weights=None, scales=tuple(scales), bits=bits, method=LEARNED, rest=rest)
 
 
-def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: np.ndarray, inputs: ContextInputs) -> None:
-    """Write the learned stage of the plane ``x`` (uint8 (H, W, 3)) as planned (the method bit included)."""
+def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.ndarray], inputs: ContextInputs,
+                   mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None) -> None:
+    """Write the learned stage of planes ``x`` (uint8, the colour plane first) as planned, method bit included."""
     encode_raw_bits(coder, LEARNED, 1)
-    r = _normalized(inputs, x)
-    for stage, scale in zip(layout.stages, p.scales):
+    r = _normalized(inputs, x[0])
+    for stage, scale in zip(colour_stages(layout), p.scales):
         known = np.zeros_like(r)
         known_mask = _known_mask(layout, stage)
         known[known_mask] = r[known_mask]
         (delta, lam), = _context_outputs(net, layout, inputs, [known], [stage])
-        mean, sd = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
+        mean, s = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
         encode_raw_bits(coder, scale, 4)
-        coder.encode(x[..., stage.channel][layout.selection(stage)].astype(np.int32), PIXEL_MODEL, mean, sd)
+        coder.encode(x[0][..., stage.channel][layout.selection(stage)].astype(np.int32), PIXEL_MODEL, mean, s)
+    if p.rest is not None:
+        encode(coder, layout.rest(), p.rest, x[1:], mu[1:], sd[1:])
 
 
-def decode_learned(coder, layout: ExactLayout, net, inputs: ContextInputs) -> np.ndarray:
-    """Read the learned stage (after its method bit): the plane as uint8 (H, W, 3)."""
+def decode_learned(coder, layout: ExactLayout, net, inputs: ContextInputs,
+                   mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Read the learned stage (after its method bit): the planes as uint8, the colour plane first."""
     x = np.zeros(inputs.xhat.shape, dtype=np.uint8)
     r = np.zeros(inputs.xhat.shape)
-    for stage in layout.stages:
+    for stage in colour_stages(layout):
         sel, c = layout.selection(stage), stage.channel
         scale = decode_raw_bits(coder, 4)
         (delta, lam), = _context_outputs(net, layout, inputs, [r], [stage])
-        mean, sd = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
-        values = coder.decode(PIXEL_MODEL, mean, sd)
+        mean, s = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
+        values = coder.decode(PIXEL_MODEL, mean, s)
         x[..., c][sel] = values.astype(np.uint8)
         r[..., c][sel] = (values.astype(np.float64) - inputs.mu[..., c][sel]) / inputs.sigma_pixels
-    return x
+    rest = layout.rest()
+    return [x] + (decode(coder, rest, mu[1:], sd[1:]) if rest is not None else [])
 
 
 def _known_mask(layout: ExactLayout, stage: Stage) -> np.ndarray:

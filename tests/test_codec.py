@@ -57,9 +57,14 @@ def golden_encoding() -> bytes:
     return encode(image(8, 8, "RGB", seed=0), "RGB", model, config).data
 
 
-def golden_encoding_rgba() -> bytes:
-    model = make_tiny_model(seed=0, context=True)  # RGBA: the linear exact stage
-    return encode(image(5, 7, "RGBA", seed=1), "RGBA", model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1)).data
+def golden_encoding_rgba(method: str = "linear") -> bytes:
+    model = make_tiny_model(seed=0, context=True)
+    config = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1, exact_method=method)
+    return encode(image(5, 7, "RGBA", seed=1), "RGBA", model, config).data
+
+
+def golden_encoding_rgba_learned() -> bytes:
+    return golden_encoding_rgba("learned")
 
 
 def payload_start(data: bytes) -> int:
@@ -452,7 +457,8 @@ def test_a_model_with_another_schedule_length_is_refused(rgb8):
 
 def test_golden_bitstreams():
     """SHA-256 of golden_encoding() (8×8 RGB from seed 0, make_tiny_model(seed=0, context=True), 3 steps,
-    K ≤ 2^8, 1 thread, learned exact stage) and of golden_encoding_rgba() (5×7 RGBA, linear exact stage).
+    K ≤ 2^8, 1 thread, learned exact stage) and of golden_encoding_rgba() (5×7 RGBA, linear exact stage;
+    and of golden_encoding_rgba_learned() (the same with the learned stage: colour plane, then alpha's linear one).
 
     The encoder picks exact_from itself.
 
@@ -464,8 +470,10 @@ def test_golden_bitstreams():
     """
     expected = [line.split()[0] for line in GOLDEN_PATH.read_text().splitlines()]
     model = make_tiny_model(seed=0, context=True)
-    for digest, (data, shape, mode, seed) in zip(expected, [(golden_encoding(), (8, 8), "RGB", 0),
-                                                             (golden_encoding_rgba(), (5, 7), "RGBA", 1)]):
+    cases = [(golden_encoding(), (8, 8), "RGB", 0), (golden_encoding_rgba(), (5, 7), "RGBA", 1),
+             (golden_encoding_rgba_learned(), (5, 7), "RGBA", 1)]
+    assert len(expected) == len(cases)
+    for digest, (data, shape, mode, seed) in zip(expected, cases):
         assert data[3] == 4
         assert hashlib.sha256(data).hexdigest() == digest
         np.testing.assert_array_equal(decode(data, model).pixels, image(*shape, mode, seed=seed))
@@ -515,7 +523,7 @@ def test_version2_streams_still_decode(mode, shape, seed):
 if __name__ == "__main__":
     if sys.argv[1:] == ["--regenerate-golden"]:
         lines = [f"{hashlib.sha256(f()).hexdigest()}  codec_v4: tests/test_codec.py {f.__name__}()"
-                 for f in (golden_encoding, golden_encoding_rgba)]
+                 for f in (golden_encoding, golden_encoding_rgba, golden_encoding_rgba_learned)]
         GOLDEN_PATH.write_text("\n".join(lines) + "\n")
         print(f"wrote {GOLDEN_PATH}")
     else:
@@ -547,10 +555,17 @@ def test_auto_exact_method_is_never_worse_than_either():
     assert sizes["auto"] <= min(sizes["linear"], sizes["learned"]) + 4  # estimates decide; the flush may differ by a word
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "L"])
-def test_learned_exact_stage_is_refused_where_it_does_not_apply(mode):
+def test_learned_exact_stage_of_rgba_round_trips():
+    model = make_tiny_model(seed=0, context=True)
+    img = image(5, 7, "RGBA", seed=2)
+    res = encode(img, "RGBA", model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_method="learned"))
+    assert res.exact_method == "learned"
+    np.testing.assert_array_equal(decode(res.data, model).pixels, img)
+
+
+def test_learned_exact_stage_is_refused_where_it_does_not_apply():
     with pytest.raises(DiffcodecError, match="learned exact stage"):
-        encode(image(4, 4, mode), mode, make_tiny_model(seed=0, context=True), CodecConfig(steps=3, max_candidate_bits=8, exact_method="learned"))
+        encode(image(4, 4, "L"), "L", make_tiny_model(seed=0, context=True), CodecConfig(steps=3, max_candidate_bits=8, exact_method="learned"))
     with pytest.raises(DiffcodecError, match="learned exact stage"):
         encode(image(4, 4, "RGB"), "RGB", make_tiny_model(seed=0), CodecConfig(steps=3, max_candidate_bits=8, exact_method="learned"))
     with pytest.raises(DiffcodecError, match="exact_method"):

@@ -126,14 +126,15 @@ def learned_inputs(h: int, w: int, seed: int = 0):
     return layout, x, inputs
 
 
-def learned_round_trip(layout, net, x, inputs):
-    plan = exact.plan_learned(layout, net, x, inputs)
+def learned_round_trip(layout, net, x, inputs, mu=None, sd=None):
+    """x: the planes (colour first); mu, sd: every plane's base Gaussians (only the rest's are used)."""
+    plan = exact.plan_learned(layout, net, x, inputs, mu, sd)
     enc = constriction.stream.queue.RangeEncoder()
-    exact.encode_learned(enc, layout, net, plan, x, inputs)
+    exact.encode_learned(enc, layout, net, plan, x, inputs, mu, sd)
     words = enc.get_compressed()
     dec = constriction.stream.queue.RangeDecoder(words)
     assert exact.decode_raw_bits(dec, 1) == exact.LEARNED
-    return exact.decode_learned(dec, layout, net, inputs), 32 * len(words), plan
+    return exact.decode_learned(dec, layout, net, inputs, mu, sd), 32 * len(words), plan
 
 
 @pytest.mark.parametrize("h, w", [(8, 8), (5, 7), (1, 1), (1, 6)])
@@ -141,9 +142,9 @@ def test_learned_round_trip_is_exact_and_the_estimate_matches_the_file(h, w):
     from conftest import tiny_context_net
 
     layout, x, inputs = learned_inputs(h, w)
-    out, coded_bits, plan = learned_round_trip(layout, tiny_context_net(), x, inputs)
-    np.testing.assert_array_equal(out, x)
-    assert plan.method == exact.LEARNED and len(plan.scales) == len(layout.stages)
+    out, coded_bits, plan = learned_round_trip(layout, tiny_context_net(), [x], inputs)
+    np.testing.assert_array_equal(out[0], x)
+    assert len(out) == 1 and plan.method == exact.LEARNED and len(plan.scales) == len(layout.stages) and plan.rest is None
     # the estimate batches the six stages, the stream runs them one by one: equal up to the flush
     assert plan.bits <= coded_bits <= plan.bits + 64
 
@@ -153,7 +154,7 @@ def test_learned_stage_with_a_zero_network_is_the_noise_model():
     from diffcodec.models.context_net import ContextNet, ContextNetConfig
 
     layout, x, inputs = learned_inputs(8, 8)
-    plan = exact.plan_learned(layout, ContextNet(ContextNetConfig(width=4, blocks=1)), x, inputs)
+    plan = exact.plan_learned(layout, ContextNet(ContextNetConfig(width=4, blocks=1)), [x], inputs)
     sd = np.full(x.size, inputs.sigma_pixels)
     expected = exact.stage_bits(x.reshape(-1), inputs.mu.reshape(-1), sd, exact.CONTEXT_SCALES)
     # same per-scale costs summed over stages: the best single scale bounds the per-stage choice
@@ -188,11 +189,27 @@ def test_context_masks_follow_the_stage_order():
         np.testing.assert_array_equal(known.numpy().transpose(1, 2, 0) == 1, exact._known_mask(layout, stage))
 
 
-def test_learned_stage_needs_a_network_and_one_rgb_plane():
+def test_learned_stage_needs_a_network_and_a_colour_plane():
     from conftest import tiny_context_net
 
     net = tiny_context_net()
     assert exact.learned_available(exact.ExactLayout(TileLayout(4, 4, "RGB")), net)
+    assert exact.learned_available(exact.ExactLayout(TileLayout(4, 4, "RGBA")), net)
     assert not exact.learned_available(exact.ExactLayout(TileLayout(4, 4, "RGB")), None)
-    assert not exact.learned_available(exact.ExactLayout(TileLayout(4, 4, "RGBA")), net)
     assert not exact.learned_available(exact.ExactLayout(TileLayout(4, 4, "L")), net)
+
+
+@pytest.mark.parametrize("h, w", [(6, 5), (1, 1)])
+def test_learned_stage_of_rgba_codes_alpha_with_the_linear_stage(h, w):
+    """RGBA: the colour plane's six stages from the network, then the alpha plane's linear stage."""
+    from conftest import tiny_context_net
+
+    layout, x_planes, mu, sd = planes_for(h, w, "RGBA")
+    x0 = x_planes[0] / 127.5 - 1.0
+    inputs = exact.ContextInputs(xhat=mu[0] / 127.5 - 1.0, y=x0, sigma=0.04)
+    out, coded_bits, plan = learned_round_trip(layout, tiny_context_net(), x_planes, inputs, mu, sd)
+    for a, b in zip(out, x_planes):
+        np.testing.assert_array_equal(a, b)
+    assert len(out) == 2 and plan.rest is not None and plan.rest.method == exact.LINEAR
+    assert len(plan.scales) == len(exact.colour_stages(layout)) and len(plan.rest.scales) == len(layout.rest().stages)
+    assert plan.bits <= coded_bits <= plan.bits + 64
