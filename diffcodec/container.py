@@ -43,7 +43,13 @@ from .errors import DiffcodecError
 MAGIC = b"DFC"
 VERSION = 4  # what this diffcodec writes
 READABLE_VERSIONS = (1, 2, 3, 4)  # same layout but for model_id's length; the payload's meaning differs (docs/format.md "Versions")
-KNOWN_FLAGS = 0  # flag bits versions 1 and 2 define (none); a file with any other bit set is refused
+# Flag bits (must-understand: a file with a bit its reader does not know is refused).  Versions 1–3 define none.
+FLAG_PARTIAL_POINTS = 1  # version 4: the table has points inside the exact stage (rows at t = 0 carry a count)
+
+
+def known_flags(version: int) -> int:
+    """The flag bits a file of ``version`` may set."""
+    return FLAG_PARTIAL_POINTS if version >= 4 else 0
 MODES = ("L", "RGB", "RGBA")  # stored as 0, 1, 2 in the top two bits of the mode byte
 MODEL_ID_BYTES = 4  # version 4; versions 1–3 store 8 (model_id_bytes)
 MAX_SIDE = 65535
@@ -52,6 +58,7 @@ MAX_CHUNK_BITS = 63  # the low six bits of the mode byte
 MAX_THREADS = 255
 MAX_SCHEDULE_STEPS = 100_000
 MAX_END_WORD = 2**63 - 1
+MAX_SUBPIXELS = 4 * MAX_SIDE * MAX_SIDE
 
 _MAX_VARINT_BYTES = 10  # enough for any 64-bit value
 _MIN_POINT_BYTES = 4  # dt and dw varints of one byte each, then the 2-byte check
@@ -92,7 +99,7 @@ class StreamHeader:
     num_steps: int  # S, steps of the respaced chain the stream codes, 1..4000
     chunk_bits: int  # channel-simulation chunk size parameter, 1..63
     threads: int  # torch thread count of the encoder, 1..255; the decoder must use the same
-    flags: int = 0  # reserved bit field; versions 1 and 2 define no bits
+    flags: int = 0  # must-understand feature bits: FLAG_PARTIAL_POINTS (version 4); versions 1–3 define none
     schedule_steps: int = 1000  # T of the model's training chain: with num_steps it maps chain t to paper t
     exact_from: int = 1  # chain t of the state the exact stage codes x_0 from (1: x_1, the paper's L_0)
     spacing: str = "uniform"  # how the S steps are spread over T (diffusion.SPACINGS)
@@ -115,23 +122,41 @@ class StreamHeader:
         if self.exact_from > self.num_steps:
             raise DfcFormatError(f"exact_from={self.exact_from} > num_steps={self.num_steps}")
         flags = _int("flags", self.flags, 0, 2**63 - 1)
-        if flags & ~KNOWN_FLAGS:
+        if flags & ~known_flags(self.version):
             raise DfcFormatError(f"flags {flags:#x} use bits .dfc version {self.version} does not define")
         object.__setattr__(self, "flags", flags)
 
 
 @dataclass(frozen=True)
 class TruncationPoint:
-    """A place where the stream may stop: the state x_t is decodable from the first end_word words."""
+    """A place where the stream may stop: the state x_t is decodable from the first end_word words.
 
-    t: int  # S..1: lossy state x_t (chain index); 0: the exact image
+    A *partial* point (t = 0, ``subpixels`` > 0; files with :data:`FLAG_PARTIAL_POINTS`) lies inside the
+    exact stage: the first ``subpixels`` subpixels of x_0, in the exact stage's coding order, are decoded.
+    """
+
+    t: int  # S..1: lossy state x_t (chain index); 0: the exact image, or a partial one
     end_word: int  # payload words needed to decode up to here
     check: int  # 16-bit check value of the codec; opaque to the container
+    subpixels: int = 0  # t = 0 only: exact-stage subpixels decoded at a partial point; 0 = not partial
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "t", _int("t", self.t, 0, MAX_STEPS))
         object.__setattr__(self, "end_word", _int("end_word", self.end_word, 0, MAX_END_WORD))
         object.__setattr__(self, "check", _int("check", self.check, 0, 0xFFFF))
+        object.__setattr__(self, "subpixels", _int("subpixels", self.subpixels, 0, MAX_SUBPIXELS))
+        if self.subpixels and self.t != 0:
+            raise DfcFormatError(f"only a point at t=0 can be partial, got t={self.t} with subpixels={self.subpixels}")
+
+    @property
+    def partial(self) -> bool:
+        """True inside the exact stage: x_0 is known only for the first ``subpixels`` subpixels."""
+        return self.subpixels > 0
+
+    @property
+    def exact(self) -> bool:
+        """True for the point that decodes to the exact image."""
+        return self.t == 0 and not self.partial
 
 
 @dataclass(frozen=True, eq=False)
@@ -139,8 +164,11 @@ class DfcFile:
     """One coded image: header, truncation points in stream order, payload words.
 
     Invariants (checked on construction): at least one point; t strictly
-    decreasing from at most num_steps; end_word non-decreasing; ``len(words) ==
-    points[-1].end_word``; ``image_crc32`` given iff the last point has t == 0.
+    decreasing from at most num_steps, except that partial points (t = 0,
+    ``subpixels`` strictly increasing) may follow each other and precede the
+    exact image, which is last; partial points only with FLAG_PARTIAL_POINTS;
+    end_word non-decreasing; ``len(words) == points[-1].end_word``;
+    ``image_crc32`` given iff the last point is the exact image.
     ``points_lost`` counts table rows a cut file lost (0 otherwise); it is not
     written by `encode_file`.
     """
@@ -164,8 +192,15 @@ class DfcFile:
         lossy_tail = [p.t for p in points if p.t != 0]
         if lossy_tail and min(lossy_tail) < self.header.exact_from:
             raise DfcFormatError(f"a lossy point has t={min(lossy_tail)} below exact_from={self.header.exact_from}")
+        if any(p.partial for p in points) and not self.header.flags & FLAG_PARTIAL_POINTS:
+            raise DfcFormatError("partial points need the header flag FLAG_PARTIAL_POINTS")
         for prev, cur in zip(points, points[1:]):
-            if cur.t >= prev.t:
+            if prev.exact:
+                raise DfcFormatError("the exact image must be the last point")
+            if prev.partial and not (cur.exact or cur.subpixels > prev.subpixels):
+                raise DfcFormatError(
+                    f"partial points must increase in subpixels, got {cur.subpixels} after {prev.subpixels}")
+            if not prev.partial and cur.t >= prev.t:
                 raise DfcFormatError(f"t must decrease along the points, got t={cur.t} after t={prev.t}")
             if cur.end_word < prev.end_word:
                 raise DfcFormatError(
@@ -184,15 +219,15 @@ class DfcFile:
         object.__setattr__(self, "words", words)
 
         if (self.image_crc32 is None) == self.complete:
-            raise DfcFormatError("image_crc32 must be given iff the last point has t=0")
+            raise DfcFormatError("image_crc32 must be given iff the last point is the exact image")
         if self.image_crc32 is not None:
             object.__setattr__(self, "image_crc32", _int("image_crc32", self.image_crc32, 0, 0xFFFFFFFF))
         object.__setattr__(self, "points_lost", _int("points_lost", self.points_lost, 0, MAX_STEPS))
 
     @property
     def complete(self) -> bool:
-        """True when the file reaches the exact image (last point t == 0)."""
-        return self.points[-1].t == 0
+        """True when the file reaches the exact image."""
+        return self.points[-1].exact
 
     @property
     def cut(self) -> bool:
@@ -231,12 +266,21 @@ def _header_fields(h: StreamHeader) -> bytes:
     ))
 
 
-def _point_entries(num_steps: int, points: tuple[TruncationPoint, ...]) -> list[bytes]:
-    """Table rows: (t gap, end_word delta, check). The first t is stored as num_steps - t."""
+def _point_entries(h: StreamHeader, points: tuple[TruncationPoint, ...]) -> list[bytes]:
+    """Table rows: (t gap, end_word delta, check). The first t is stored as num_steps - t.
+
+    With FLAG_PARTIAL_POINTS a row at t = 0 also stores the subpixel count's increase (0: the exact
+    image), and a row after a t = 0 row stores no t gap (t stays 0).
+    """
+    partial_rows = bool(h.flags & FLAG_PARTIAL_POINTS)
     rows = []
-    prev_t, prev_end = num_steps + 1, 0
+    prev_t, prev_end, prev_sub = h.num_steps + 1, 0, 0
     for p in points:
-        rows.append(_varint(prev_t - 1 - p.t) + _varint(p.end_word - prev_end) + p.check.to_bytes(2, "little"))
+        row = b"" if partial_rows and prev_t == 0 else _varint(prev_t - 1 - p.t)
+        if partial_rows and p.t == 0:
+            row += _varint(p.subpixels - prev_sub if p.partial else 0)
+            prev_sub = p.subpixels
+        rows.append(row + _varint(p.end_word - prev_end) + p.check.to_bytes(2, "little"))
         prev_t, prev_end = p.t, p.end_word
     return rows
 
@@ -245,7 +289,7 @@ def _head(h: StreamHeader, points: tuple[TruncationPoint, ...], image_crc32: int
     """Everything before the payload, ending with the header check."""
     out = bytearray(_header_fields(h))
     out += _varint(len(points))
-    out += b"".join(_point_entries(h.num_steps, points))
+    out += b"".join(_point_entries(h, points))
     if image_crc32 is not None:
         out += image_crc32.to_bytes(4, "little")
     out += binascii.crc_hqx(out, _HEADER_CHECK_INIT).to_bytes(2, "little")
@@ -324,12 +368,19 @@ def decode_file(data: bytes) -> DfcFile:
     count = r.varint("point table")
     if count * _MIN_POINT_BYTES > len(data) - r.pos:
         raise DfcFormatError(f"file ends inside the .dfc point table of {count} points (cut or corrupt)")
-    rows, t, end = [], num_steps + 1, 0
+    partial_rows = bool(flags & FLAG_PARTIAL_POINTS) and version >= 4
+    rows, t, end, sub = [], num_steps + 1, 0, 0
     for _ in range(count):
-        t -= 1 + r.varint("point table")
+        if not (partial_rows and t == 0):
+            t -= 1 + r.varint("point table")
+        if partial_rows and t == 0:
+            d = r.varint("point table")
+            sub, row_sub = sub + d, (sub + d if d else 0)
+        else:
+            row_sub = 0
         end += r.varint("point table")
-        rows.append((t, end, r.uint(2, "point table")))
-    image_crc32 = r.uint(4, "header") if rows and rows[-1][0] == 0 else None
+        rows.append((t, end, r.uint(2, "point table"), row_sub))
+    image_crc32 = r.uint(4, "header") if rows and rows[-1][0] == 0 and rows[-1][3] == 0 else None
     covered = r.pos
     if r.uint(2, "header") != binascii.crc_hqx(data[:covered], _HEADER_CHECK_INIT):
         raise DfcFormatError("corrupt .dfc file: header check failed")
@@ -368,15 +419,27 @@ def truncate(f: DfcFile, stop_at_t: int) -> DfcFile:
     The result decodes to ``points[-1].t`` of what is kept, which is stop_at_t
     when the file has a point there, else the nearest coarser point. Asking for
     a t finer than the file reaches returns the file unchanged (compare
-    ``points[-1].t`` to tell). stop_at_t must be in 0..num_steps. The result is
-    an ordinary file (``points_lost`` 0), even when `f` was read from a cut one.
+    ``points[-1].t`` to tell). stop_at_t must be in 0..num_steps; 0 keeps every
+    point, partial ones included. The result is an ordinary file (``points_lost``
+    0), even when `f` was read from a cut one.
     """
     if isinstance(stop_at_t, bool) or not isinstance(stop_at_t, Integral) or not 0 <= stop_at_t <= f.header.num_steps:
         raise DiffcodecError(f"stop_at_t must be an integer in 0..{f.header.num_steps}, got {stop_at_t!r}")
-    kept = max(1, sum(p.t >= stop_at_t for p in f.points))  # t is decreasing
-    points = f.points[:kept]
-    return DfcFile(f.header, points, f.words[:points[-1].end_word],
-                   f.image_crc32 if points[-1].t == 0 else None)
+    return keep_points(f, max(1, sum(p.t >= stop_at_t for p in f.points)))  # t is non-increasing
+
+
+def keep_points(f: DfcFile, n: int) -> DfcFile:
+    """The file cut after its first ``n`` points (1..len(points)): an ordinary, smaller file."""
+    n = _int("n", n, 1, len(f.points))
+    points = f.points[:n]
+    return DfcFile(f.header, points, f.words[:points[-1].end_word], f.image_crc32 if points[-1].exact else None)
+
+
+def fit_bytes(f: DfcFile, max_bytes: int) -> DfcFile | None:
+    """The longest prefix of ``f`` (cut after a truncation point) whose file is at most ``max_bytes``, or None."""
+    sizes = [p["bytes"] for p in describe(f)["points"]]
+    n = sum(s <= max_bytes for s in sizes)  # sizes grow along the points
+    return keep_points(f, n) if n else None
 
 
 def paper_timestep(h: StreamHeader, chain_t: int) -> int:
@@ -402,10 +465,13 @@ def describe(f: DfcFile) -> dict[str, Any]:
     fixed = len(_header_fields(h)) + 2  # + header check
     table = 0
     points = []
-    for k, (p, row) in enumerate(zip(f.points, _point_entries(h.num_steps, f.points)), start=1):
+    for k, (p, row) in enumerate(zip(f.points, _point_entries(h, f.points)), start=1):
         table += len(row)
-        size = fixed + len(_varint(k)) + table + (4 if p.t == 0 else 0) + 4 * p.end_word
-        points.append({"t": paper_timestep(h, p.t), "chain_t": p.t, "bytes": size})
+        size = fixed + len(_varint(k)) + table + (4 if p.exact else 0) + 4 * p.end_word
+        entry = {"t": paper_timestep(h, p.t), "chain_t": p.t, "bytes": size}
+        if p.partial:
+            entry["subpixels"] = p.subpixels  # of x_0, exact, in the exact stage's coding order
+        points.append(entry)
     return {
         "width": h.width,
         "height": h.height,

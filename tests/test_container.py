@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from diffcodec import container
 from diffcodec.container import (
     MAGIC, MAX_SIDE, MAX_STEPS, VERSION, DfcFile, DfcFormatError, StreamHeader, TruncationPoint,
-    chain_position, decode_file, describe, encode_file, paper_timestep, truncate,
+    chain_position, decode_file, describe, encode_file, fit_bytes, keep_points, paper_timestep, truncate,
 )
 from diffcodec.diffusion import SPACINGS
 from diffcodec.errors import DiffcodecError
@@ -54,6 +54,22 @@ GOLDEN = DfcFile(
 # Version 4: the same file with a 4-byte model id (the header offsets below are version 3's).
 GOLDEN_V4 = DfcFile(header=replace(GOLDEN.header, model_id=bytes.fromhex("01234567"), version=4), points=GOLDEN.points,
                     words=GOLDEN.words, image_crc32=GOLDEN.image_crc32)
+
+# Version 4 with partial points inside the exact stage (FLAG_PARTIAL_POINTS): rows at t = 0 carry the
+# subpixel count's increase (0 for the exact image) and, after the first, no t gap.
+GOLDEN_PARTIAL_PATH = Path(__file__).parent / "expected" / "container_v4_partial.dfc"
+GOLDEN_PARTIAL = DfcFile(
+    header=replace(GOLDEN_V4.header, flags=container.FLAG_PARTIAL_POINTS),
+    points=(
+        TruncationPoint(t=1000, end_word=1, check=0x1111),
+        TruncationPoint(t=500, end_word=3, check=0x3333),
+        TruncationPoint(t=10, end_word=20, check=0x4444),
+        TruncationPoint(t=0, end_word=60, check=0x5555, subpixels=384),  # pass 1, channel 0 of 32×24
+        TruncationPoint(t=0, end_word=100, check=0x6666, subpixels=1152),  # pass 1 whole
+        TruncationPoint(t=0, end_word=160, check=0xFFFF),
+    ),
+    words=GOLDEN.words, image_crc32=GOLDEN.image_crc32,
+)
 
 SMALL = DfcFile(
     header=StreamHeader(model_id=bytes(4), width=1, height=1, mode="L", num_steps=3, chunk_bits=1, threads=1),
@@ -90,7 +106,7 @@ def assert_cut_behaviour(f: DfcFile, data: bytes, k: int) -> None:
     assert g.cut == (k < len(data))
     np.testing.assert_array_equal(g.words, f.words[:kept[-1].end_word])
     assert g.image_crc32 == (f.image_crc32 if k == len(data) else None)
-    assert encode_file(g) == encode_file(truncate(f, kept[-1].t))
+    assert encode_file(g) == encode_file(keep_points(f, len(kept)))
 
 
 def assert_only_format_errors(data: bytes) -> None:
@@ -147,7 +163,45 @@ def test_docstring_examples() -> None:
     assert doctest.testmod(container).failed == 0
 
 
-@pytest.mark.parametrize("f", [GOLDEN, SMALL], ids=["golden", "small"])
+def test_partial_points_golden_vector() -> None:
+    data = encode_file(GOLDEN_PARTIAL)
+    assert data == GOLDEN_PARTIAL_PATH.read_bytes()
+    assert decode_file(data) == GOLDEN_PARTIAL
+    # The table's t = 0 rows: 0 gap, subpixel increase, end_word delta, check; then the crc and header check.
+    assert data[35:54] == bytes.fromhex("09 80 03 28 55 55 80 06 28 66 66 00 3c ff ff ef be ad de")
+
+
+def test_partial_points_are_not_the_exact_image() -> None:
+    f = keep_points(GOLDEN_PARTIAL, 5)
+    assert not f.complete and f.image_crc32 is None and f.points[-1].partial
+    assert decode_file(encode_file(f)) == f
+    assert GOLDEN_PARTIAL.complete and GOLDEN_PARTIAL.points[-1].exact
+
+
+def test_truncate_keeps_partial_points_only_at_t0() -> None:
+    assert truncate(GOLDEN_PARTIAL, 0) == GOLDEN_PARTIAL
+    assert [p.t for p in truncate(GOLDEN_PARTIAL, 10).points] == [1000, 500, 10]
+    assert truncate(GOLDEN_PARTIAL, 10).header.flags == container.FLAG_PARTIAL_POINTS  # still readable as is
+
+
+def test_fit_bytes_keeps_the_longest_prefix_that_fits() -> None:
+    sizes = [p["bytes"] for p in describe(GOLDEN_PARTIAL)["points"]]
+    assert sizes == sorted(sizes)
+    for k, size in enumerate(sizes, start=1):
+        assert len(encode_file(fit_bytes(GOLDEN_PARTIAL, size))) == size
+        assert len(fit_bytes(GOLDEN_PARTIAL, size).points) == k
+        if k > 1:
+            assert len(fit_bytes(GOLDEN_PARTIAL, size - 1).points) == k - 1
+    assert fit_bytes(GOLDEN_PARTIAL, sizes[0] - 1) is None
+
+
+def test_describe_names_partial_points() -> None:
+    d = describe(GOLDEN_PARTIAL)
+    assert [p.get("subpixels") for p in d["points"]] == [None, None, None, 384, 1152, None]
+    assert d["points"][-1]["bytes"] == len(encode_file(GOLDEN_PARTIAL))
+
+
+@pytest.mark.parametrize("f", [GOLDEN, SMALL, GOLDEN_PARTIAL], ids=["golden", "small", "partial"])
 def test_round_trip(f: DfcFile) -> None:
     g = decode_file(encode_file(f))
     assert g == f and g.complete and not g.cut
@@ -162,7 +216,7 @@ def test_payload_is_little_endian_words_at_the_end() -> None:
 
 # ---- cutting and truncation ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("f", [GOLDEN, SMALL], ids=["golden", "small"])
+@pytest.mark.parametrize("f", [GOLDEN, SMALL, GOLDEN_PARTIAL], ids=["golden", "small", "partial"])
 def test_cut_at_every_byte(f: DfcFile) -> None:
     data = encode_file(f)
     for k in range(len(data) + 1):
@@ -310,6 +364,11 @@ def _file(points: list[tuple[int, int]], n_words: int | None = None, crc: int | 
     return DfcFile(_header(exact_from=exact_from), pts, words, crc)
 
 
+def _partial_file(points: list[tuple[int, int, int]], crc: int | None = 0) -> DfcFile:
+    pts = tuple(TruncationPoint(t, e, 0, sub) for t, e, sub in points)
+    return DfcFile(_header(flags=container.FLAG_PARTIAL_POINTS), pts, np.zeros(pts[-1].end_word, np.uint32), crc)
+
+
 @pytest.mark.parametrize("build", [
     lambda: _header(model_id=bytes(7)),
     lambda: _header(model_id="01234567"),
@@ -322,7 +381,8 @@ def _file(points: list[tuple[int, int]], n_words: int | None = None, crc: int | 
     lambda: _header(num_steps=MAX_STEPS + 1),
     lambda: _header(chunk_bits=64),
     lambda: _header(threads=256),
-    lambda: _header(flags=1),
+    lambda: _header(flags=2),  # no version defines bit 1
+    lambda: _header(flags=container.FLAG_PARTIAL_POINTS, version=3, model_id=bytes(8)),  # a version-4 flag
     lambda: _header(exact_from=11),  # exact_from > num_steps = 10
     lambda: _header(num_steps=1, exact_from=2),
     lambda: _header(exact_from=0),
@@ -348,6 +408,14 @@ def _file(points: list[tuple[int, int]], n_words: int | None = None, crc: int | 
     lambda: _file([(0, 2)], crc=2**32),
     lambda: _file([(10, 0), (4, 1), (0, 2)], exact_from=5),  # a lossy point below exact_from
     lambda: _file([(4, 1)], crc=None, exact_from=5),  # also in a lossy (truncated) file
+    lambda: TruncationPoint(3, 0, 0, subpixels=5),  # only t = 0 can be partial
+    lambda: TruncationPoint(0, 0, 0, subpixels=-1),
+    lambda: _partial_file([(5, 0, 0), (0, 1, 9), (0, 2, 9), (0, 3, 0)]),  # subpixels not increasing
+    lambda: _partial_file([(5, 0, 0), (0, 1, 9), (0, 2, 4), (0, 3, 0)]),
+    lambda: _partial_file([(5, 0, 0), (0, 1, 0), (0, 2, 4)], crc=None),  # the exact image before a partial point
+    lambda: _partial_file([(5, 0, 0), (0, 1, 3), (0, 2, 4)], crc=0),  # partial: no image_crc32
+    lambda: _partial_file([(5, 0, 0), (0, 1, 3), (0, 2, 0)], crc=None),  # exact: image_crc32 needed
+    lambda: DfcFile(_header(), (TruncationPoint(5, 0, 0), TruncationPoint(0, 1, 0, 3)), np.zeros(1, np.uint32), None),  # no flag
 ])
 def test_invalid_fields_are_refused_on_construction(build: Callable[[], object]) -> None:
     with pytest.raises(DfcFormatError):
@@ -429,9 +497,18 @@ def dfc_files(draw: st.DrawFn) -> DfcFile:
         height=draw(st.integers(1, MAX_SIDE)), mode=draw(st.sampled_from(["L", "RGB", "RGBA"])),
         num_steps=num_steps, chunk_bits=draw(st.integers(1, 63)), threads=draw(st.integers(1, 255)),
         exact_from=draw(st.integers(1, lowest_lossy)), spacing=draw(st.sampled_from(SPACINGS)))
-    points = tuple(TruncationPoint(t, e, draw(st.integers(0, 0xFFFF))) for t, e in zip(ts, ends))
+    subs = [0] * len(ts)
+    if version >= 4 and draw(st.booleans()):  # partial points in the exact stage, maybe without the exact image
+        header = replace(header, flags=container.FLAG_PARTIAL_POINTS)
+        if ts[-1] == 0:
+            parts = sorted(draw(st.sets(st.integers(1, 10**6), min_size=1, max_size=3)))
+            final = draw(st.booleans())
+            ts = ts[:-1] + [0] * (len(parts) + final)
+            subs = [0] * (len(ts) - len(parts) - final) + parts + [0] * final
+            ends = sorted(ends + draw(st.lists(st.integers(0, 200), min_size=len(ts) - len(ends), max_size=len(ts) - len(ends))))
+    points = tuple(TruncationPoint(t, e, draw(st.integers(0, 0xFFFF)), sub) for t, e, sub in zip(ts, ends, subs))
     words = np.random.default_rng(seed).integers(0, 2**32, ends[-1], dtype=np.uint32)
-    crc = draw(st.integers(0, 2**32 - 1)) if ts[-1] == 0 else None
+    crc = draw(st.integers(0, 2**32 - 1)) if points[-1].exact else None
     return DfcFile(header, points, words, crc)
 
 
@@ -459,7 +536,7 @@ _EDITS = st.one_of(
 
 
 @settings(FUZZ, max_examples=100)
-@given(st.sampled_from([GOLDEN, SMALL]), st.lists(_EDITS, min_size=1, max_size=4), st.booleans())
+@given(st.sampled_from([GOLDEN, SMALL, GOLDEN_PARTIAL]), st.lists(_EDITS, min_size=1, max_size=4), st.booleans())
 def test_fuzz_mutated_files(f: DfcFile, edits: list[tuple[str, int, object]], in_header: bool) -> None:
     data = bytearray(encode_file(f))
     span = head_len(f, bytes(data)) + 4 if in_header else len(data) + 1  # mostly hit the header and table
@@ -482,5 +559,6 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate-golden"]:
         sys.exit(__doc__)
     GOLDEN_PATH.parent.mkdir(exist_ok=True)
-    GOLDEN_V4_PATH.write_bytes(encode_file(GOLDEN_V4))
-    print(f"wrote {GOLDEN_V4_PATH} ({GOLDEN_V4_PATH.stat().st_size} bytes)")
+    for path, f in ((GOLDEN_V4_PATH, GOLDEN_V4), (GOLDEN_PARTIAL_PATH, GOLDEN_PARTIAL)):
+        path.write_bytes(encode_file(f))
+        print(f"wrote {path} ({path.stat().st_size} bytes)")
