@@ -164,6 +164,14 @@ def sample_rows(n: int, keep: int = 12) -> list[int]:
     return sorted({round(i * (n - 1) / (keep - 1)) for i in range(keep)})
 
 
+def point_label(t: int, partial: float | None = None) -> str:
+    """How tables name a point: its t, and for a partial point of the exact stage the share of x_0 that is exact."""
+    return f"0 ({100 * partial:.0f}%)" if partial is not None else str(t)
+
+
+PARTIAL_LEGEND = "t = 0 (k%): inside the exact stage, k% of the subpixels exact and the rest predicted"
+
+
 def fmt_psnr(psnr: float | None) -> str:
     return "inf" if psnr is None else f"{psnr:.2f}"
 

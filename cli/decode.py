@@ -30,22 +30,26 @@ def _steps_to_decode(header, last_chain_t: int, stop_at_t: int) -> int:
               help="Image to write; the format follows the suffix (PNG keeps a lossless decode exact).")
 @click.option("--stop-at-t", type=click.IntRange(0), metavar="T", default=0, show_default=True,
               help="Stop at the last coded state with t ≥ T, as truncate does (0: the exact image, if the file holds it).")
+@click.option("--max-bytes", type=click.IntRange(1), metavar="N", default=None,
+              help="Decode only what the first truncation points within N bytes give, as a download of N bytes would.")
 @click.option("--reconstruct", type=click.Choice(["mean", "sample", "flow"]), default="mean", show_default=True,
               help="How a lossy state becomes an image: mean x̂_0 (lowest RMSE), ancestral sampling, or DDIM flow.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed of --reconstruct sample.")
 @model_option
 @json_option
 @debug_option
-def command(input, output, stop_at_t, reconstruct, seed, model_path, as_json):
+def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, as_json):
     """Decode the .dfc file INPUT into the image OUTPUT.
 
     A truncated file decodes to its last truncation point; a file cut at any byte (an
     interrupted download) decodes to its last whole truncation point and says so on stderr.
+    A point inside the exact stage gives x_0 exact in part, the rest predicted.
 
     \b
     Examples:
       diffcodec decode photo.dfc -o photo.png
       diffcodec decode photo.dfc -o preview.png --stop-at-t 500
+      diffcodec decode photo.dfc -o preview.png --max-bytes 20000
       diffcodec decode photo.dfc -o sample.png --stop-at-t 300 --reconstruct sample --seed 1 --model run.pt
     """
     from diffcodec.codec import decode
@@ -57,6 +61,14 @@ def command(input, output, stop_at_t, reconstruct, seed, model_path, as_json):
     suffix = Path(output).suffix.lower()
     _check_image_suffix(output)
     dfc = common.read_dfc(input)
+    if max_bytes is not None:
+        from diffcodec.container import describe, fit_bytes
+
+        fitted = fit_bytes(dfc, max_bytes)
+        if fitted is None:
+            raise DiffcodecError(f"{input}: its first truncation point needs {describe(dfc)['points'][0]['bytes']} bytes, "
+                                 f"more than --max-bytes {max_bytes}")
+        dfc = dfc if len(fitted.points) == len(dfc.points) else fitted
     h = dfc.header
     common.check_stop_at_t(stop_at_t, h.schedule_steps)
     if h.mode == "RGBA" and suffix in {".jpg", ".jpeg"}:
@@ -67,7 +79,11 @@ def command(input, output, stop_at_t, reconstruct, seed, model_path, as_json):
 
     notes = []
     lost = f"{dfc.points_lost} truncation point{'s' if dfc.points_lost != 1 else ''} lost"
-    if result.t > paper_timestep(h, max(chain_position(h, stop_at_t), h.exact_from if stop_at_t else 0)):  # data ran out
+    share = f"x_0 with {100 * result.partial:.0f}% of its subpixels exact" if result.partial is not None else None
+    if share is not None:  # the data ran out inside the exact stage
+        how = f"cut short ({lost})" if dfc.cut else "truncated inside the exact stage"
+        notes.append(f"{input} is {how}: decoded to {share}, the rest predicted")
+    elif result.t > paper_timestep(h, max(chain_position(h, stop_at_t), h.exact_from if stop_at_t else 0)):  # data ran out
         if dfc.cut:
             notes.append(f"{input} is cut short ({lost}): decoded to t={result.t}, its last whole truncation point")
         else:
@@ -83,10 +99,12 @@ def command(input, output, stop_at_t, reconstruct, seed, model_path, as_json):
     height, width = result.pixels.shape[:2]
     if as_json:
         common.echo_json({"output": str(output), "t": result.t, "complete": result.complete, "width": width,
-                          "height": height, "mode": result.mode, "reconstruct": None if result.complete else reconstruct,
-                          "cut": dfc.cut, "notes": notes})
+                          "height": height, "mode": result.mode,
+                          "reconstruct": None if result.complete or share else reconstruct,
+                          "partial": result.partial, "cut": dfc.cut, "notes": notes})
         return
-    what = "exact image (checksum verified)" if result.complete else f"t={result.t}, {reconstruct} reconstruction"
+    what = ("exact image (checksum verified)" if result.complete else share if share
+            else f"t={result.t}, {reconstruct} reconstruction")
     click.echo(f"wrote {output}: {width}×{height} {result.mode}, {what}")
 
 

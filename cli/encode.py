@@ -60,18 +60,22 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
     if as_json:
         out = result.to_json()
         out["file"] = {"path": str(output), "bits": 8 * len(data), "bpd": 8 * len(data) / n, "t": t_reached,
-                       "complete": dfc.complete, "points": [p["t"] for p in describe(dfc)["points"]]}
+                       "complete": dfc.complete, "points": [p["t"] for p in describe(dfc)["points"]],
+                       "partial_points": sum(p.partial for p in dfc.points)}
         common.echo_json(out)
         return
 
     h, w = img.pixels.shape[:2]
-    click.echo(f"{image}: {w}×{h} {img.mode}, {n} subpixels, {len(result.steps) - 1} coded steps")
-    click.echo(f"{'t':>6} {'bits':>10} {'bits/dim':>9} {'RMSE':>8} {'PSNR':>7}")
+    click.echo(f"{image}: {w}×{h} {img.mode}, {n} subpixels, {len(result.lossy_steps)} coded steps")
+    click.echo(f"{'t':>8} {'bits':>10} {'bits/dim':>9} {'RMSE':>8} {'PSNR':>7}")
     rows = common.sample_rows(len(result.steps))
     for i in rows:
         s = result.steps[i]
-        click.echo(f"{s.t:>6} {s.bits:>10} {s.bits / n:>9.4f} {s.rmse:>8.3f} {common.fmt_psnr(common.psnr(s.rmse)):>7}")
+        click.echo(f"{common.point_label(s.t, s.partial):>8} {s.bits:>10} {s.bits / n:>9.4f} {s.rmse:>8.3f} "
+                   f"{common.fmt_psnr(common.psnr(s.rmse)):>7}")
     if len(rows) < len(result.steps):
         click.echo(f"({len(rows)} of {len(result.steps)} steps shown; --json lists them all)")
+    if result.partial_steps:
+        click.echo(f"({common.PARTIAL_LEGEND})")
     what = "lossless" if dfc.complete else f"truncated at t={t_reached}"
     click.echo(f"wrote {output}: {len(data)} bytes, {8 * len(data) / n:.4f} bits/dim ({what})")

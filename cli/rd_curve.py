@@ -11,7 +11,7 @@ from .options import codec_options, debug_option, json_option, limit_option, mod
 @click.command("rd-curve")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the curve here (columns t, rate_bpd, rmse, psnr, kl_bpd); with --baselines also <stem>-baselines.csv.")
+              help="Write the curve here (columns t, rate_bpd, rmse, psnr, kl_bpd, partial); with --baselines also <stem>-baselines.csv.")
 @click.option("-o", "--output", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write the three-panel plot here (PNG, PDF or SVG; needs matplotlib).")
 @steps_option
@@ -89,14 +89,17 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, searc
         common.echo_json(out)
         return
     click.echo(f"{folder}: {curve.n_images} image{'s' if curve.n_images != 1 else ''}, "
-               f"{curve.n_subpixels} subpixels, {len(curve.points) - 1} coded steps")
-    click.echo(f"{'t':>6} {'bits/dim':>9} {'RMSE':>8} {'PSNR':>7} {'KL bits/dim':>12}")
+               f"{curve.n_subpixels} subpixels, {sum(p.t > 0 for p in curve.points)} coded steps")
+    click.echo(f"{'t':>8} {'bits/dim':>9} {'RMSE':>8} {'PSNR':>7} {'KL bits/dim':>12}")
     rows = common.sample_rows(len(curve.points))
     for i in rows:
         p = curve.points[i]
-        click.echo(f"{p.t:>6} {p.rate_bpd:>9.4f} {p.rmse:>8.3f} {common.fmt_psnr(p.psnr):>7} {p.kl_bpd:>12.4f}")
+        click.echo(f"{common.point_label(p.t, p.partial):>8} {p.rate_bpd:>9.4f} {p.rmse:>8.3f} {common.fmt_psnr(p.psnr):>7} "
+                   f"{p.kl_bpd:>12.4f}")
     if len(rows) < len(curve.points):
         click.echo(f"({len(rows)} of {len(curve.points)} steps shown; --csv or --json give them all)")
+    if any(p.partial is not None for p in curve.points):
+        click.echo(f"({common.PARTIAL_LEGEND})")
     if baseline_rows:
         click.echo(f"{'baseline':<20} {'bits/dim':>9} {'RMSE':>8} {'PSNR':>7}")
         for r in baseline_rows:

@@ -10,31 +10,45 @@ from .options import debug_option, json_option
 
 @click.command("truncate")
 @click.argument("input", type=click.Path(dir_okay=False))
-@click.option("--stop-at-t", type=click.IntRange(0), metavar="T", required=True,
+@click.option("--stop-at-t", type=click.IntRange(0), metavar="T", default=None,
               help="Keep the truncation points with t ≥ T: the result decodes to the nearest point at or above T.")
+@click.option("--max-bytes", type=click.IntRange(1), metavar="N", default=None,
+              help="Instead: keep as many truncation points as fit in N bytes (partial points of the exact stage included).")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The smaller .dfc file to write.")
 @json_option
 @debug_option
-def command(input, stop_at_t, output, as_json):
-    """Cut the .dfc file INPUT down to what decodes to t = T and write it to OUTPUT.
+def command(input, stop_at_t, max_bytes, output, as_json):
+    """Cut the .dfc file INPUT down to what decodes to t = T (or fits in N bytes) and write it to OUTPUT.
 
     No model is needed: the file's header maps T to its truncation points. The file
     keeps only the points it has, so the result stops at the nearest point with t ≥ T
-    (`diffcodec info` lists them). OUTPUT may be INPUT.
+    (`diffcodec info` lists them). With --max-bytes it keeps the longest prefix of
+    points that fits, which may end inside the exact stage (x_0 exact in part). OUTPUT
+    may be INPUT.
 
     \b
     Examples:
       diffcodec truncate photo.dfc --stop-at-t 500 -o photo-500.dfc
+      diffcodec truncate photo.dfc --max-bytes 20000 -o photo-20k.dfc
       diffcodec info photo.dfc        # which t values the file can stop at
     """
-    from diffcodec.container import chain_position, describe, encode_file, paper_timestep, truncate
+    from diffcodec.container import chain_position, describe, encode_file, fit_bytes, paper_timestep, truncate
+    from diffcodec.errors import DiffcodecError
 
+    if (stop_at_t is None) == (max_bytes is None):
+        raise click.UsageError("give exactly one of --stop-at-t and --max-bytes")
     dfc = common.read_dfc(input)
     common.check_output(output)
     h = dfc.header
-    common.check_stop_at_t(stop_at_t, h.schedule_steps)
     before = describe(dfc)
-    out = truncate(dfc, chain_position(h, stop_at_t))
+    if max_bytes is not None:
+        out = fit_bytes(dfc, max_bytes)
+        if out is None:
+            raise DiffcodecError(f"{input}: its first truncation point needs {before['points'][0]['bytes']} bytes, "
+                                 f"more than --max-bytes {max_bytes}")
+    else:
+        common.check_stop_at_t(stop_at_t, h.schedule_steps)
+        out = truncate(dfc, chain_position(h, stop_at_t))
     data = encode_file(out)
     common.write_bytes(output, data)
 
@@ -42,13 +56,17 @@ def command(input, stop_at_t, output, as_json):
     t_after = paper_timestep(h, out.points[-1].t)
     if dfc.cut:
         common.note(f"{input} is cut short ({dfc.points_lost} truncation points lost); it reached t={t_before}")
-    if len(out.points) == len(dfc.points) and t_before > stop_at_t:
+    if stop_at_t is not None and len(out.points) == len(dfc.points) and t_before > stop_at_t:
         common.note(f"{input} already stops at t={t_before}: written unchanged")
-    elif t_after > stop_at_t:
+    elif stop_at_t is not None and t_after > stop_at_t:
         common.note(f"no truncation point at t={stop_at_t}: stopped at t={t_after}, the nearest point above it")
+    dims = h.width * h.height * {"L": 1, "RGB": 3, "RGBA": 4}[h.mode]
+    label = lambda f: common.point_label(paper_timestep(h, f.points[-1].t),  # noqa: E731
+                                         f.points[-1].subpixels / dims if f.points[-1].partial else None)
     if as_json:
         common.echo_json({"input_bytes": before["total_bytes"], "output": str(output), "output_bytes": len(data),
-                          "t": t_after, "points": len(out.points)})
+                          "t": t_after, "points": len(out.points), "complete": out.complete,
+                          "partial": out.points[-1].subpixels / dims if out.points[-1].partial else None})
         return
-    click.echo(f"{input}: {before['total_bytes']} bytes to t={t_before} -> {output}: {len(data)} bytes to t={t_after} "
+    click.echo(f"{input}: {before['total_bytes']} bytes to t={label(dfc)} -> {output}: {len(data)} bytes to t={label(out)} "
                f"({len(out.points)} of {len(dfc.points)} truncation points)")

@@ -36,7 +36,7 @@ import torch
 
 from . import exact
 from .channel import decode_chunk, encode_chunks, kl_nats, log_weight_coefficients
-from .container import MODEL_ID_BYTES, VERSION, DfcFile, StreamHeader, TruncationPoint, head_size
+from .container import FLAG_PARTIAL_POINTS, MODEL_ID_BYTES, VERSION, DfcFile, StreamHeader, TruncationPoint, head_size
 from .diffusion import SPACINGS, GaussianDiffusion, spaced_timesteps
 from .entropy import (
     PIXEL_MODEL,
@@ -95,6 +95,9 @@ class CodecConfig:
     # this many states whose total with the linear stage is within ``learned_margin`` of the best.
     learned_candidates: int = 6
     learned_margin: float = 1.04
+    # Truncation-point candidates after each stage of the exact stage (format flag FLAG_PARTIAL_POINTS):
+    # a prefix past the last lossy state then decodes to x_0 exact in part, predicted elsewhere.
+    partial_points: bool = True
 
     def __post_init__(self):
         if not 1 <= self.chunk_bits <= 16:
@@ -126,6 +129,14 @@ class StepReport:
     kl_bits: float  # cumulative ideal cost (KL, and −log₂ p for the exact stage)
     rmse: float  # RMSE on the 0–255 scale of the mean reconstruction x̂_0 available here
     chunks: int = 0
+    # A partial point inside the exact stage (t = 0): the share of x_0's subpixels decoded exactly; the rest
+    # are predicted.  None for lossy states and for the exact image.
+    partial: float | None = None
+
+    @property
+    def position(self) -> tuple[int, float]:
+        """Sort key along the stream: larger t first, then partial points, then the exact image."""
+        return (-self.t, self.partial if self.partial is not None else (1.0 if self.t == 0 else 0.0))
 
 
 @dataclass
@@ -141,25 +152,40 @@ class EncodeResult:
     def bits_total(self) -> int:
         return 8 * len(self.data)
 
+    @property
+    def lossy_steps(self) -> list[StepReport]:
+        """The chain's coded states x_T … x_exact_from (``steps`` then lists partial points and the exact image)."""
+        return [s for s in self.steps if s.t > 0]
+
+    @property
+    def partial_steps(self) -> list[StepReport]:
+        """The points inside the exact stage, after each of its stages but the last (may be empty)."""
+        return [s for s in self.steps if s.partial is not None]
+
     def to_json(self) -> dict:
         return {
             "bits_total": self.bits_total,
             "bpd": self.bits_total / self.num_dims,
             "exact_method": self.exact_method,
-            "steps": [
-                {"t": s.t, "bits": s.bits, "bpd": s.bits / self.num_dims, "kl_bpd": s.kl_bits / self.num_dims, "rmse": s.rmse}
-                for s in self.steps
-            ],
+            "steps": [_step_json(s, self.num_dims) for s in self.steps],
         }
+
+
+def _step_json(s: StepReport, num_dims: int) -> dict:
+    out = {"t": s.t, "bits": s.bits, "bpd": s.bits / num_dims, "kl_bpd": s.kl_bits / num_dims, "rmse": s.rmse}
+    if s.partial is not None:
+        out["partial"] = s.partial  # share of x_0's subpixels exact at this point inside the exact stage
+    return out
 
 
 @dataclass
 class DecodeResult:
     pixels: np.ndarray
     mode: str
-    t: int  # timestep of the state decoded (0: exact image)
+    t: int  # timestep of the state decoded (0: exact image, or a partial one)
     complete: bool
     notes: list[str] = field(default_factory=list)
+    partial: float | None = None  # a partial point of the exact stage: the share of subpixels decoded exactly
 
 
 def available_cores(cap: int = 8) -> int:
@@ -257,31 +283,37 @@ def _state_check(words: np.ndarray, end_word: int, state: np.ndarray) -> int:
     return binascii.crc_hqx(state.astype("<f4").tobytes(), crc)
 
 
-def _choose_points(marks: list[int], requested: int | None) -> list[int]:
-    """Which states (0-based, in coding order) get a truncation point, from the words each state needs.
+def _choose_points(marks: list[int], requested: int | None, lossy: int | None = None) -> list[int]:
+    """Which candidates (0-based, in stream order) get a truncation point, from the words each needs.
 
-    The exact image, the last lossy state (the best preview) and x_T (so that a cut file decodes from
-    its first few dozen bytes on) always do; the others are spread evenly over the lossy prefix's
-    *size*, so a cut at any byte loses about the same share of the lossy part.
+    The candidates are the ``lossy`` states (all but the last candidate when None), then the partial
+    points inside the exact stage, then the exact image.  The exact image, the last lossy state (the
+    best preview) and x_T (so that a cut file decodes from its first few dozen bytes on) always get a
+    point.  The others are shared between the lossy prefix and the exact stage in proportion to their
+    sizes, and spread evenly over each part's *size*, so a cut at any byte loses about the same share.
     """
     n = len(marks)
+    lossy = n - 1 if lossy is None else lossy
     if requested is None:
         # ~4 bytes of table per point: keep the table near 1% of the payload, but never below 5 points.
         requested = max(5, marks[-1] // 100)
     requested = max(1, min(requested, n))
     picks = {n - 1}
-    for s in (0, n - 2):
+    for s in (0, lossy - 1):
         if len(picks) < requested and s >= 0:
             picks.add(s)
-    lossy = np.asarray(marks[: max(n - 1, 0)], dtype=np.float64)
     spare = requested - len(picks)
-    if spare > 0 and n > 3:
-        targets = lossy[0] + (lossy[-1] - lossy[0]) * np.arange(1, spare + 1) / (spare + 1)
-        free = [s for s in range(1, n - 2)]
-        for target in targets:
-            if not free:
-                break
-            s = min(free, key=lambda i: (abs(lossy[i] - target), i))
+    lossy_free, exact_free = list(range(1, max(lossy - 1, 1))), list(range(lossy, n - 1))
+    if spare <= 0 or not (lossy_free or exact_free):
+        return sorted(picks)
+    last_lossy = marks[max(lossy - 1, 0)]
+    lossy_span, exact_span = last_lossy - marks[0], marks[-1] - last_lossy
+    n_exact = min(len(exact_free), int(spare * exact_span / max(lossy_span + exact_span, 1)))
+    n_lossy = min(len(lossy_free), spare - n_exact)
+    n_exact = min(len(exact_free), spare - n_lossy)
+    for free, count, lo, hi in ((lossy_free, n_lossy, marks[0], last_lossy), (exact_free, n_exact, last_lossy, marks[-1])):
+        for target in lo + (hi - lo) * np.arange(1, count + 1) / (count + 1):
+            s = min(free, key=lambda i: (abs(marks[i] - target), i))
             picks.add(s)
             free.remove(s)
     return sorted(picks)
@@ -399,10 +431,10 @@ def encode(
     diffusion = chain.diffusion
     S = chain.num_steps
     n_dims = int(pixels.size)
-    header_for = lambda exact_from: StreamHeader(  # noqa: E731
+    header_for = lambda exact_from, partial=False: StreamHeader(  # noqa: E731
         model_id=model.codec_identity[:MODEL_ID_BYTES], width=layout.width, height=layout.height, mode=mode, num_steps=S,
         chunk_bits=config.chunk_bits, threads=config.threads, schedule_steps=model.diffusion.num_steps,
-        exact_from=exact_from, spacing=config.spacing,
+        exact_from=exact_from, spacing=config.spacing, flags=FLAG_PARTIAL_POINTS if partial else 0,
     )
     forced_stop = None
     if config.exact_from_t is not None:
@@ -513,29 +545,50 @@ def encode(
         _write_step(coder, models, rec)
         marks.append(coder.num_words())
     plan = exact_costs[stop]
+    stage_marks: list[tuple[int, int]] = []  # (subpixels written, words) after each exact-stage stage
+    recorder = _Recorder(coder)  # what the exact stage writes, so the encoder can replay partial decodes
+    on_stage = lambda done: stage_marks.append((done, coder.num_words()))  # noqa: E731
     if plan.method == exact.LEARNED:
         with torch_threads(config.threads):  # the decoder runs the context network on the header's thread count
-            exact.encode_learned(coder, planes, model.context, plan, pixel_planes,
+            exact.encode_learned(recorder, planes, model.context, plan, pixel_planes,
                                  _context_inputs(chain, planes, stop_pred, states[stop].astype(np.float64), index),
-                                 *_exact_planes(chain, planes, stop_pred, index))
+                                 *_exact_planes(chain, planes, stop_pred, index), on_stage=on_stage)
     else:
-        encode_raw_bits(coder, exact.LINEAR, 1)
-        exact.encode(coder, planes, plan, pixel_planes, *_exact_planes(chain, planes, stop_pred, index))
+        encode_raw_bits(recorder, exact.LINEAR, 1)
+        exact.encode(recorder, planes, plan, pixel_planes, *_exact_planes(chain, planes, stop_pred, index), on_stage=on_stage)
     words = coder.get_compressed()
     if on_step is not None:
         on_step(1)
     # A range decoder reads one word ahead: a prefix needs the word after the step's last one.
-    marks = [min(m + 1, len(words)) for m in marks] + [len(words)]
+    partials = stage_marks[:-1] if config.partial_points else []  # the last stage ends at the exact image
+    n_exact = len(symbols)
+    marks = [min(m + 1, len(words)) for m in marks] + [min(w + 1, len(words)) for _, w in partials] + [len(words)]
     reports = reports[: stop + 1]
-    reports.append(StepReport(t=0, bits=0, kl_bits=reports[-1].kl_bits + exact_costs[stop].bits, rmse=0.0))
+    kl_prefix = reports[-1].kl_bits
+    if partials:
+        # What a decoder shows at each partial point, by the decoder's own code on the symbols just written.
+        exact_seq = planes.coding_order(pixel_planes)
+        costs = np.cumsum(plan.all_stage_bits())
+        with torch_threads(config.threads):
+            for j, (done, _) in enumerate(partials):
+                flat = _decode_exact(_Replay(recorder.symbols), chain, planes, stop_pred, states[stop].astype(np.float64),
+                                     index, VERSION, limit=done)
+                reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + float(costs[j]), partial=done / n_exact,
+                                          rmse=_rmse(layout, layout.fill_replicated(flat.reshape(layout.shape)), pixels)))
+    reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + exact_costs[stop].bits, rmse=0.0))
 
-    header = header_for(S - stop)
-    point_states = _choose_points(marks, config.points)
+    point_states = _choose_points(marks, config.points, lossy=stop + 1)
+    header = header_for(S - stop, partial=any(stop < s < len(marks) - 1 for s in point_states))
     points = []
     for s in point_states:
-        final = s == len(marks) - 1
-        state = symbols.astype(np.float32) if final else states[s][real]
-        points.append(TruncationPoint(t=0 if final else S - s, end_word=marks[s], check=_state_check(words, marks[s], state)))
+        if s <= stop:
+            points.append(TruncationPoint(t=S - s, end_word=marks[s], check=_state_check(words, marks[s], states[s][real])))
+        elif s < len(marks) - 1:
+            done = partials[s - stop - 1][0]
+            points.append(TruncationPoint(t=0, end_word=marks[s], subpixels=done,
+                                          check=_state_check(words, marks[s], exact_seq[:done].astype(np.float32))))
+        else:
+            points.append(TruncationPoint(t=0, end_word=marks[s], check=_state_check(words, marks[s], symbols.astype(np.float32))))
     dfc = DfcFile(header=header, points=tuple(points), words=words, image_crc32=zlib.crc32(pixels.tobytes()))
     data = encode_file(dfc)
     # Each step's rate is the size of the file truncated right after it: the points before it, one for it, its words.
@@ -543,13 +596,36 @@ def encode(
     kept: list[TruncationPoint] = []
     for s, (r, m) in enumerate(zip(reports, marks)):
         final = s == len(marks) - 1
-        here = TruncationPoint(t=0 if final else S - s, end_word=m, check=0)
+        sub = partials[s - stop - 1][0] if stop < s < len(marks) - 1 else 0
+        here = TruncationPoint(t=0 if s > stop else S - s, end_word=m, check=0, subpixels=sub)
         r.bits = 8 * (head_size(header, (*kept, here), complete=final) + 4 * m)
         if s in chosen:
             kept.append(points[len(kept)])
     assert reports[-1].bits == 8 * len(data)
     return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims, network_evaluations=evaluations,
                         exact_method="learned" if plan.method == exact.LEARNED else "linear")
+
+
+class _Recorder:
+    """A range encoder that also keeps every symbol array written through it (for :class:`_Replay`)."""
+
+    def __init__(self, coder):
+        self.coder, self.symbols = coder, []
+
+    def encode(self, symbols, *args) -> None:
+        self.coder.encode(symbols, *args)
+        self.symbols.append(np.asarray(symbols))
+
+
+class _Replay:
+    """Stands in for a range decoder: returns the arrays a :class:`_Recorder` saw, in order."""
+
+    def __init__(self, arrays: list[np.ndarray]):
+        self._arrays = iter(arrays)
+
+    def decode(self, model, *args) -> np.ndarray:
+        n = args[0] if len(args) == 1 and isinstance(args[0], int) else len(args[0])
+        return next(self._arrays)[:n]
 
 
 def _replay_bits(records: list[_StepRecord], chunk_bits: int) -> list[int]:
@@ -619,8 +695,9 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
     S = chain.num_steps
     last_step = S - h.exact_from  # the chain's last coded step; the exact stage follows it
     # Step s produces the state with chain t = S − s; the exact stage is "step" last_step + 1.
-    points = {(last_step + 1 if p.t == 0 else S - p.t): p for p in dfc.points}
-    last_available = max(points)
+    points = {(last_step + 1 if p.t == 0 else S - p.t): p for p in dfc.points if not p.partial}
+    # A file that ends at a partial point reaches the exact stage, in part.
+    last_available = last_step + 1 if dfc.points[-1].t == 0 else max(points)
     # The last coded state with t ≥ stop_at_t (the rule `truncate` uses); stop_at_t = 0 is the exact image.
     if stop_at_t <= 0:
         wanted = last_step + 1
@@ -657,38 +734,61 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
 
         if target == last_step + 1:
             index = S - 1 - last_step
-            mask = layout.lossless_mask().reshape(-1)
-            flat = np.zeros(int(np.prod(layout.shape)), dtype=np.uint8)
-            if h.version >= 3:
-                planes = exact.ExactLayout(layout)
-                if h.version >= 4 and decode_raw_bits(coder, 1) == exact.LEARNED:
-                    if not exact.learned_available(planes, model.context):
-                        raise StreamMismatchError("the stream's exact stage needs a context network and a colour image")
-                    values = exact.decode_learned(coder, planes, model.context, _context_inputs(chain, planes, pred, x, index),
-                                                  *_exact_planes(chain, planes, pred, index))
-                else:
-                    values = exact.decode(coder, planes, *_exact_planes(chain, planes, pred, index))
-                for m, v in zip(planes.maps, values):
-                    flat[m] = v
-                symbols = flat[mask]
-            else:  # versions 1 and 2: one scale, every subpixel independent
-                scale = decode_raw_bits(coder, 4)
-                mean, log_var = _exact_params(chain, pred, index, mask)
-                mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * math.log(EXACT_SCALES[scale]))
-                symbols = coder.decode(PIXEL_MODEL, mu, sd)
-                flat[mask] = symbols.astype(np.uint8)
-            _verify(words, points[target], symbols.astype(np.float32), 0)
+            partials = [p for p in dfc.points if p.partial]
+            limit = math.inf if dfc.complete else partials[-1].subpixels
+            planes = exact.ExactLayout(layout) if h.version >= 3 else None
+            if planes is not None and not dfc.complete and limit > sum(planes.stage_sizes()):
+                raise StreamMismatchError("a partial truncation point lies beyond the exact stage: the file is corrupt")
+            flat = _decode_exact(coder, chain, planes, pred, x, index, h.version, limit)
+            if partials:
+                seq = planes.coding_order(planes.planes(flat))
+                for p in partials:
+                    _verify(words, p, seq[: p.subpixels].astype(np.float32), 0)
             pixels = layout.merge(layout.fill_replicated(flat.reshape(layout.shape)))
-            if dfc.image_crc32 is not None and zlib.crc32(pixels.tobytes()) != dfc.image_crc32:
-                raise StreamMismatchError("decoded image fails its checksum: the stream is corrupt")
             if on_step is not None:
                 on_step(1)
+            if not dfc.complete:
+                share = limit / len(seq)
+                notes.append(f"stream ends inside the exact stage: {100 * share:.0f}% of the subpixels are exact, "
+                             "the rest predicted")
+                return DecodeResult(pixels=pixels, mode=h.mode, t=0, complete=False, notes=notes, partial=share)
+            _verify(words, points[target], flat[layout.lossless_mask().reshape(-1)].astype(np.float32), 0)
+            if dfc.image_crc32 is not None and zlib.crc32(pixels.tobytes()) != dfc.image_crc32:
+                raise StreamMismatchError("decoded image fails its checksum: the stream is corrupt")
             return DecodeResult(pixels=pixels, mode=h.mode, t=0, complete=True, notes=notes)
 
         index = S - 1 - target
         x0_hat = reconstruct_from(chain, x, index, reconstruct, seed)
         pixels = layout.merge(chain.pixels_from_x0(x0_hat))
     return DecodeResult(pixels=pixels, mode=h.mode, t=chain.paper_t(index), complete=False, notes=notes)
+
+
+def _decode_exact(coder, chain: _Chain, planes: exact.ExactLayout | None, pred, x: np.ndarray, index: int, version: int,
+                  limit: float = math.inf) -> np.ndarray:
+    """The exact stage from the state x at chain index ``index``: x_0's pixels as flat uint8 tiles.
+
+    Past ``limit`` subpixels (coding order; a partial truncation point) each is its stage's predicted
+    mean.  The encoder runs this on a :class:`_Replay` of what it wrote, so it reports what a decoder shows.
+    """
+    layout = chain.layout
+    flat = np.zeros(int(np.prod(layout.shape)), dtype=np.uint8)
+    mask = layout.lossless_mask().reshape(-1)
+    if version >= 3:
+        if version >= 4 and decode_raw_bits(coder, 1) == exact.LEARNED:
+            if not exact.learned_available(planes, chain.model.context):
+                raise StreamMismatchError("the stream's exact stage needs a context network and a colour image")
+            values = exact.decode_learned(coder, planes, chain.model.context, _context_inputs(chain, planes, pred, x, index),
+                                          *_exact_planes(chain, planes, pred, index), limit=limit)
+        else:
+            values = exact.decode(coder, planes, *_exact_planes(chain, planes, pred, index), limit=limit)
+        for m, v in zip(planes.maps, values):
+            flat[m] = v
+    else:  # versions 1 and 2: one scale, every subpixel independent (no partial points)
+        scale = decode_raw_bits(coder, 4)
+        mean, log_var = _exact_params(chain, pred, index, mask)
+        mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * math.log(EXACT_SCALES[scale]))
+        flat[mask] = coder.decode(PIXEL_MODEL, mu, sd).astype(np.uint8)
+    return flat
 
 
 def _t_of(chain: _Chain, step: int, last_step: int) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -77,6 +78,11 @@ class ExactPlan:
     bits: float  # the encoder's estimate of the stage's cost, side information included
     method: int = LINEAR
     rest: "ExactPlan | None" = None  # learned method: the linear stage of the planes after the colour plane (alpha)
+    stage_bits: tuple[float, ...] = ()  # the estimate per stage (its symbols and scale index), this plan's stages only
+
+    def all_stage_bits(self) -> tuple[float, ...]:
+        """Per stage in coding order, the planes after the colour plane included."""
+        return self.stage_bits + (self.rest.all_stage_bits() if self.rest is not None else ())
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,31 @@ class ExactLayout:
     def selection(self, stage: Stage) -> np.ndarray:
         """Pixels (H, W) the stage codes: the checkerboard's first or second pass."""
         return ~self.first if stage.second else self.first
+
+    def stage_sizes(self) -> list[int]:
+        """Subpixels of each stage, in coding order."""
+        return [int(self.selection(s).sum()) for s in self.stages]
+
+    def coding_order(self, x: list[np.ndarray]) -> np.ndarray:
+        """The planes' subpixels as the stream codes them: stage after stage, row-major within a stage.
+
+        A partial truncation point's subpixel count is a prefix of this sequence (docs/format.md).
+        """
+        return np.concatenate([x[s.plane][..., s.channel][self.selection(s)] for s in self.stages])
+
+
+def _predicted(mean: np.ndarray) -> np.ndarray:
+    """What a decoder shows for a subpixel the stream has not reached: its stage's mean, as a pixel value."""
+    return np.clip(np.rint(mean), 0.0, 255.0)
+
+
+def _read(coder, mean: np.ndarray, sd: np.ndarray, budget: float) -> tuple[np.ndarray, int]:
+    """The stage's values: the first ``budget`` from the coder, the rest predicted; and how many were read."""
+    take = int(min(len(mean), budget))
+    values = _predicted(mean)
+    if take:
+        values[:take] = coder.decode(PIXEL_MODEL, mean[:take], sd[:take])
+    return values, take
 
 
 # Offsets (dy, dx) of a second-pass pixel's first-pass neighbours: the four nearest, then the ring of
@@ -216,19 +247,25 @@ def plan(layout: ExactLayout, x: list[np.ndarray], mu: list[np.ndarray], sd: lis
         cost += WEIGHT_BITS * len(q)
     explicit = gain > cost
     chosen = tuple(fitted) if explicit else default
-    bits, scales = 1.0 + (cost if explicit else 0), []
+    bits, scales, stage_costs = 1.0 + (cost if explicit else 0), [], []
     for stage, q, f in zip(layout.stages, chosen, feats):
         sel = layout.selection(stage)
         c = stage.channel
         mean, _ = _stage_params(mu[stage.plane][..., c][sel], sd[stage.plane][..., c][sel], f, q, 0)
         per_scale = stage_bits(x[stage.plane][..., c][sel], mean, sd[stage.plane][..., c][sel])
         scales.append(int(np.argmin(per_scale)))
-        bits += 4 + float(per_scale.min())
-    return ExactPlan(weights=tuple(fitted) if explicit else None, scales=tuple(scales), bits=bits)
+        stage_costs.append(4 + float(per_scale.min()))
+        bits += stage_costs[-1]
+    return ExactPlan(weights=tuple(fitted) if explicit else None, scales=tuple(scales), bits=bits, stage_bits=tuple(stage_costs))
 
 
-def encode(coder, layout: ExactLayout, p: ExactPlan, x: list[np.ndarray], mu: list[np.ndarray], sd: list[np.ndarray]) -> None:
-    """Write the exact stage of planes ``x`` (uint8) as planned."""
+def encode(coder, layout: ExactLayout, p: ExactPlan, x: list[np.ndarray], mu: list[np.ndarray], sd: list[np.ndarray],
+           on_stage: Callable[[int], None] | None = None) -> None:
+    """Write the exact stage of planes ``x`` (uint8) as planned.
+
+    ``on_stage(n)`` is called after each stage's symbols with the subpixels written so far: where the
+    encoder may put a partial truncation point.
+    """
     encode_raw_bits(coder, int(p.weights is not None), 1)
     weights = p.weights if p.weights is not None else layout.default_weights()
     if p.weights is not None:
@@ -236,6 +273,7 @@ def encode(coder, layout: ExactLayout, p: ExactPlan, x: list[np.ndarray], mu: li
             for v in q:
                 encode_raw_bits(coder, v, WEIGHT_BITS)
     residual = [xi.astype(np.float64) - m for xi, m in zip(x, mu)]
+    done = 0
     for stage, q, scale in zip(layout.stages, weights, p.scales):
         sel, c = layout.selection(stage), stage.channel
         known = _known(layout, stage, residual[stage.plane])
@@ -243,11 +281,22 @@ def encode(coder, layout: ExactLayout, p: ExactPlan, x: list[np.ndarray], mu: li
                                 layout.features(stage, known), q, scale)
         encode_raw_bits(coder, scale, 4)
         coder.encode(x[stage.plane][..., c][sel].astype(np.int32), PIXEL_MODEL, mean, s)
+        done += int(sel.sum())
+        if on_stage is not None:
+            on_stage(done)
 
 
-def decode(coder, layout: ExactLayout, mu: list[np.ndarray], sd: list[np.ndarray]) -> list[np.ndarray]:
-    """Read the exact stage: the planes as uint8 (H, W, c)."""
-    explicit = decode_raw_bits(coder, 1)
+def decode(coder, layout: ExactLayout, mu: list[np.ndarray], sd: list[np.ndarray], limit: float = math.inf
+           ) -> list[np.ndarray]:
+    """Read the exact stage: the planes as uint8 (H, W, c).
+
+    Only the first ``limit`` subpixels (coding order) are read; the others get their stage's predicted
+    mean, computed from what was read and predicted before them (a partial truncation point's image).
+    """
+    if limit > 0:
+        explicit = decode_raw_bits(coder, 1)
+    else:
+        explicit = 0  # nothing of this stage was written: predict with the default weights
     if explicit:
         weights = tuple(tuple(decode_raw_bits(coder, WEIGHT_BITS) for _ in range(s.num_weights)) for s in layout.stages)
     else:
@@ -256,9 +305,10 @@ def decode(coder, layout: ExactLayout, mu: list[np.ndarray], sd: list[np.ndarray
     residual = [np.zeros(m.shape) for m in mu]
     for stage, q in zip(layout.stages, weights):
         sel, c, k = layout.selection(stage), stage.channel, stage.plane
-        scale = decode_raw_bits(coder, 4)
+        scale = decode_raw_bits(coder, 4) if limit > 0 else 0
         mean, s = _stage_params(mu[k][..., c][sel], sd[k][..., c][sel], layout.features(stage, residual[k]), q, scale)
-        values = coder.decode(PIXEL_MODEL, mean, s)
+        values, read = _read(coder, mean, s, limit)
+        limit -= read
         x[k][..., c][sel] = values.astype(np.uint8)
         residual[k][..., c][sel] = values.astype(np.float64) - mu[k][..., c][sel]
     return x
@@ -336,24 +386,30 @@ def plan_learned(layout: ExactLayout, net, x: list[np.ndarray], inputs: ContextI
     stages = colour_stages(layout)
     r = _normalized(inputs, x[0])
     outputs = _context_outputs(net, layout, inputs, [r] * len(stages), stages)
-    bits, scales = 1.0, []
+    bits, scales, stage_costs = 1.0, [], []
     for stage, (delta, lam) in zip(stages, outputs):
         mean, s = _learned_params(layout, stage, inputs, delta, lam, 1.0)
         per = stage_bits(x[0][..., stage.channel][layout.selection(stage)], mean, s, CONTEXT_SCALES)
         scales.append(int(np.argmin(per)))
-        bits += 4 + float(per.min())
+        stage_costs.append(4 + float(per.min()))
+        bits += stage_costs[-1]
     rest = None
     if layout.rest() is not None:
         rest = plan(layout.rest(), x[1:], mu[1:], sd[1:])
         bits += rest.bits
-    return ExactPlan(weights=None, scales=tuple(scales), bits=bits, method=LEARNED, rest=rest)
+    return ExactPlan(weights=None, scales=tuple(scales), bits=bits, method=LEARNED, rest=rest, stage_bits=tuple(stage_costs))
 
 
 def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.ndarray], inputs: ContextInputs,
-                   mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None) -> None:
-    """Write the learned stage of planes ``x`` (uint8, the colour plane first) as planned, method bit included."""
+                   mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None,
+                   on_stage: Callable[[int], None] | None = None) -> None:
+    """Write the learned stage of planes ``x`` (uint8, the colour plane first) as planned, method bit included.
+
+    ``on_stage`` as for :func:`encode`.
+    """
     encode_raw_bits(coder, LEARNED, 1)
     r = _normalized(inputs, x[0])
+    done = 0
     for stage, scale in zip(colour_stages(layout), p.scales):
         known = np.zeros_like(r)
         known_mask = _known_mask(layout, stage)
@@ -361,26 +417,37 @@ def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.nda
         (delta, lam), = _context_outputs(net, layout, inputs, [known], [stage])
         mean, s = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
         encode_raw_bits(coder, scale, 4)
-        coder.encode(x[0][..., stage.channel][layout.selection(stage)].astype(np.int32), PIXEL_MODEL, mean, s)
+        sel = layout.selection(stage)
+        coder.encode(x[0][..., stage.channel][sel].astype(np.int32), PIXEL_MODEL, mean, s)
+        done += int(sel.sum())
+        if on_stage is not None:
+            on_stage(done)
     if p.rest is not None:
-        encode(coder, layout.rest(), p.rest, x[1:], mu[1:], sd[1:])
+        encode(coder, layout.rest(), p.rest, x[1:], mu[1:], sd[1:],
+               on_stage=None if on_stage is None else (lambda n: on_stage(done + n)))
 
 
 def decode_learned(coder, layout: ExactLayout, net, inputs: ContextInputs,
-                   mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """Read the learned stage (after its method bit): the planes as uint8, the colour plane first."""
+                   mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None, limit: float = math.inf
+                   ) -> list[np.ndarray]:
+    """Read the learned stage (after its method bit): the planes as uint8, the colour plane first.
+
+    ``limit`` as for :func:`decode`: past it, each subpixel is the network's mean given what was read
+    and predicted before it.
+    """
     x = np.zeros(inputs.xhat.shape, dtype=np.uint8)
     r = np.zeros(inputs.xhat.shape)
     for stage in colour_stages(layout):
         sel, c = layout.selection(stage), stage.channel
-        scale = decode_raw_bits(coder, 4)
+        scale = decode_raw_bits(coder, 4) if limit > 0 else 0
         (delta, lam), = _context_outputs(net, layout, inputs, [r], [stage])
         mean, s = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
-        values = coder.decode(PIXEL_MODEL, mean, s)
+        values, read = _read(coder, mean, s, limit)
+        limit -= read
         x[..., c][sel] = values.astype(np.uint8)
-        r[..., c][sel] = (values.astype(np.float64) - inputs.mu[..., c][sel]) / inputs.sigma_pixels
+        r[..., c][sel] = (values - inputs.mu[..., c][sel]) / inputs.sigma_pixels
     rest = layout.rest()
-    return [x] + (decode(coder, rest, mu[1:], sd[1:]) if rest is not None else [])
+    return [x] + (decode(coder, rest, mu[1:], sd[1:], limit) if rest is not None else [])
 
 
 def _known_mask(layout: ExactLayout, stage: Stage) -> np.ndarray:

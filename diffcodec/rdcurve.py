@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import DiffcodecError
 
-CSV_COLUMNS = ("t", "rate_bpd", "rmse", "psnr", "kl_bpd")
+CSV_COLUMNS = ("t", "rate_bpd", "rmse", "psnr", "kl_bpd", "partial")
 BASELINE_CSV_COLUMNS = ("codec", "family", "lossless", "rate_bpd", "rmse", "psnr", "total_bytes", "n_images", "n_subpixels")
 
 
@@ -57,6 +57,17 @@ class RDPoint:
     rmse: float  # pooled RMSE, 0–255 scale, of the mean reconstruction x̂_0
     psnr: float | None  # dB; None when rmse == 0
     kl_bpd: float  # ideal (KL) bits / subpixels
+    # A partial point inside the exact stage (t = 0): the share of x_0's subpixels exact; None otherwise.
+    partial: float | None = None
+
+    @property
+    def position(self) -> tuple[int, float]:
+        """Sort key along the stream: larger t first, then partial points, then the exact image."""
+        return _position(self.t, self.partial)
+
+
+def _position(t: int, partial: float | None) -> tuple[int, float]:
+    return (-t, partial if partial is not None else (1.0 if t == 0 else 0.0))
 
 
 @dataclass
@@ -72,7 +83,7 @@ class RDCurve:
         return {
             "images": self.n_images,
             "subpixels": self.n_subpixels,
-            "num_steps": len(self.points) - 1,
+            "num_steps": sum(p.t > 0 for p in self.points),
             "schedule_steps": self.schedule_steps,
             "points": [asdict(p) for p in self.points],
         }
@@ -84,7 +95,9 @@ class RDAccumulator:
 
     Images may stop their chain at different t (the encoder starts the exact stage where it is
     cheapest).  At a t an image has no state for, it contributes what ``decode --stop-at-t t``
-    gives: its last state with a larger t, at that state's rate.
+    gives: its last state with a larger t, at that state's rate.  Partial points inside the exact
+    stage are rows at t = 0 keyed by their share of exact subpixels (the same shares for images of
+    one mode); an image without a row at a share contributes its last point before it.
     """
 
     schedule_steps: int | None = None
@@ -99,36 +112,40 @@ class RDAccumulator:
         ts = [int(s.t) for s in steps]
         if not ts:
             raise DiffcodecError("an encoding with no steps cannot be added to a curve")
-        if any(b >= a for a, b in zip(ts, ts[1:])):
+        keys = [_position(int(s.t), getattr(s, "partial", None)) for s in steps]
+        if any(b <= a for a, b in zip(keys, keys[1:])):
             raise DiffcodecError(f"steps must have decreasing t, got {ts[:6]}…")
         rmse = np.array([s.rmse for s in steps], dtype=np.float64)
         if not np.all(np.isfinite(rmse)):
             raise DiffcodecError("a step report has no RMSE")
         bits = np.array([s.bits for s in steps], dtype=np.float64)
         kl = np.array([s.kl_bits for s in steps], dtype=np.float64)
-        self._images.append((ts, bits, kl, rmse**2 * num_dims))
+        self._images.append((keys, bits, kl, rmse**2 * num_dims))
         self.n_images += 1
         self.n_subpixels += int(num_dims)
 
     def curve(self) -> RDCurve:
         if not self._images:
             raise DiffcodecError("no images were added to the curve")
-        all_ts = sorted({t for ts, *_ in self._images for t in ts}, reverse=True)
-        totals = np.zeros((len(all_ts), 3))
-        for ts, bits, kl, se in self._images:
+        exact = _position(0, None)
+        all_keys = sorted({k for keys, *_ in self._images for k in keys})
+        totals = np.zeros((len(all_keys), 3))
+        for keys, bits, kl, se in self._images:
             j = 0
-            for row, t in enumerate(all_ts):
-                # Advance to the image's last state with t' ≥ t (its exact image only at t = 0).
-                while j + 1 < len(ts) and ts[j + 1] >= t and (ts[j + 1] > 0 or t == 0):
+            for row, key in enumerate(all_keys):
+                # Advance to the image's last point at or before this one (its exact image only at the exact row).
+                while j + 1 < len(keys) and keys[j + 1] <= key and (keys[j + 1] != exact or key == exact):
                     j += 1
-                if t == 0:
-                    j = len(ts) - 1
+                if key == exact:
+                    j = len(keys) - 1
                 totals[row] += (bits[j], kl[j], se[j])
         n = self.n_subpixels
         points = []
-        for t, (bits, kl, se) in zip(all_ts, totals):
+        for key, (bits, kl, se) in zip(all_keys, totals):
             rmse = math.sqrt(se / n)
-            points.append(RDPoint(t=t, rate_bpd=float(bits / n), rmse=rmse, psnr=psnr_from_rmse(rmse), kl_bpd=float(kl / n)))
+            partial = key[1] if key[0] == 0 and key != exact else None
+            points.append(RDPoint(t=-key[0], rate_bpd=float(bits / n), rmse=rmse, psnr=psnr_from_rmse(rmse), kl_bpd=float(kl / n),
+                                  partial=partial))
         return RDCurve(points=points, n_images=self.n_images, n_subpixels=n, schedule_steps=self.schedule_steps)
 
 
@@ -184,12 +201,13 @@ def _cell(value: Any) -> Any:
 
 
 def write_csv(curve: RDCurve, path: str | Path) -> None:
-    """One row per coded step: t, rate_bpd, rmse, psnr (``inf`` when exact), kl_bpd."""
+    """One row per coded step: t, rate_bpd, rmse, psnr (``inf`` when exact), kl_bpd, partial (empty but at
+    partial points inside the exact stage, where it is the share of exact subpixels and t is 0)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
         for p in curve.points:
-            writer.writerow([_cell(getattr(p, c)) for c in CSV_COLUMNS])
+            writer.writerow(["" if c == "partial" and p.partial is None else _cell(getattr(p, c)) for c in CSV_COLUMNS])
 
 
 def write_baselines_csv(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
@@ -230,7 +248,8 @@ def plot(curve: RDCurve, path: str | Path, baselines: Sequence[dict[str, Any]] =
     from matplotlib.figure import Figure
 
     T = curve.schedule_steps if curve.schedule_steps is not None else max(p.t for p in curve.points)
-    steps = [T - p.t for p in curve.points]
+    chain = [p for p in curve.points if p.partial is None]  # partial points all sit at t = 0: the RD panel shows them
+    steps = [T - p.t for p in chain]
     rate = [p.rate_bpd for p in curve.points]
     rmse = [p.rmse for p in curve.points]
 
@@ -238,10 +257,10 @@ def plot(curve: RDCurve, path: str | Path, baselines: Sequence[dict[str, Any]] =
     FigureCanvasAgg(fig)
     ax_d, ax_r, ax_rd = fig.subplots(1, 3)
     marker = "." if len(curve.points) <= 40 else None
-    ax_d.plot(steps, rmse, color="C0", marker=marker)
+    ax_d.plot(steps, [p.rmse for p in chain], color="C0", marker=marker)
     ax_d.set_xlabel("reverse process steps (T − t)")
     ax_d.set_ylabel("distortion (RMSE, 0–255)")
-    ax_r.plot(steps, rate, color="C0", marker=marker)
+    ax_r.plot(steps, [p.rate_bpd for p in chain], color="C0", marker=marker)
     ax_r.set_xlabel("reverse process steps (T − t)")
     ax_r.set_ylabel("rate (bits/dim)")
     ax_rd.plot(rate, rmse, color="C0", marker=marker, label="diffcodec")
@@ -259,7 +278,7 @@ def plot(curve: RDCurve, path: str | Path, baselines: Sequence[dict[str, Any]] =
         ax_rd.legend(fontsize="small")
     for ax in (ax_d, ax_r, ax_rd):
         ax.grid(True, alpha=0.3)
-    fig.suptitle(title or f"{curve.n_images} image{'s' if curve.n_images != 1 else ''}, {len(curve.points) - 1} coded steps")
+    fig.suptitle(title or f"{curve.n_images} image{'s' if curve.n_images != 1 else ''}, {sum(p.t > 0 for p in curve.points)} coded steps")
     try:
         fig.savefig(path, dpi=120)
     except (OSError, ValueError) as exc:

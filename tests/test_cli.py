@@ -98,10 +98,15 @@ def test_encode_json_last_line(encoded):
     assert out["bpd"] == pytest.approx(out["bits_total"] / (13 * 20 * 3))
     for step in out["steps"]:
         assert {"t", "bits", "bpd", "rmse"} <= step.keys()
-    ts = [s["t"] for s in out["steps"]]
+    ts = [s["t"] for s in out["steps"] if "partial" not in s]
     # The coded states down to where the exact stage starts (x_501 here, exact_from), then the exact image.
     assert ts == [1000, 501, 0]
-    assert out["file"]["points"] == ts and out["file"]["complete"] and out["file"]["t"] == 0
+    # Between them, a partial point after each of the exact stage's six stages but the last (RGB).
+    shares = [s["partial"] for s in out["steps"] if "partial" in s]
+    assert shares == pytest.approx([k / 6 for k in range(1, 6)]) and all(s["t"] == 0 for s in out["steps"][2:])
+    # 5 points in the file (the default for a small file): x_T, x_501, two partial points and the exact image.
+    assert out["file"]["points"] == [1000, 501, 0, 0, 0] and out["file"]["partial_points"] == 2
+    assert out["file"]["complete"] and out["file"]["t"] == 0
     assert out["steps"][-1]["rmse"] == 0 and out["steps"][0]["rmse"] > 0
     bits = [s["bits"] for s in out["steps"]]
     assert bits == sorted(bits)
@@ -177,18 +182,24 @@ def test_cut_file_decodes_to_last_whole_point(encoded, work, model):
     data = encoded["dfc"].read_bytes()
     full = decode_file(data)
     head = len(data) - 4 * len(full.words)
-    assert [p.t for p in full.points] == [3, 2, 0]  # chain t: x_1000, x_501 (exact_from), the exact image
-    cuts = [len(data) - 1, len(data) - 4 * (full.points[-1].end_word - full.points[-2].end_word),
+    # chain t: x_1000, x_501 (exact_from), two partial points inside the exact stage, the exact image
+    assert [(p.t, p.partial) for p in full.points] == [(3, False), (2, False), (0, True), (0, True), (0, False)]
+    cuts = [len(data) - 1, head + 4 * full.points[2].end_word - 1,
             head + 4 * full.points[1].end_word + 2, head + 4 * full.points[1].end_word - 1]
     for k, cut in enumerate(cuts):
-        expected_t = {3: 1000, 2: 501}[decode_file(data[:cut]).points[-1].t]
-        assert expected_t == (1000 if k == 3 else 501)
+        last = decode_file(data[:cut]).points[-1]
+        assert (last.t, last.partial) == [(0, True), (2, False), (2, False), (3, False)][k]
         path = work / f"cut{k}.dfc"
         path.write_bytes(data[:cut])
         result = run("decode", path, "-o", work / f"cut{k}.png", "--model", model, "--json")
-        assert last_json(result)["t"] == expected_t
-        assert "cut short" in result.stderr and f"t={expected_t}" in result.stderr
-        assert Image.open(work / f"cut{k}.png").size == (20, 13)
+        assert "cut short" in result.stderr and Image.open(work / f"cut{k}.png").size == (20, 13)
+        if last.partial:
+            share = last.subpixels / (20 * 13 * 3)
+            assert last_json(result)["partial"] == pytest.approx(share) and not last_json(result)["complete"]
+            assert f"{100 * share:.0f}% of its subpixels exact" in result.stderr
+        else:
+            expected_t = {3: 1000, 2: 501}[last.t]
+            assert last_json(result)["t"] == expected_t and f"t={expected_t}" in result.stderr
     # Cut inside the header, or before the first point: one clear line.
     for cut in (2, head - 3):
         path = work / "cut-header.dfc"
@@ -317,6 +328,27 @@ def test_truncate_then_info_shows_fewer_points(encoded, work, monkeypatch):
     assert (work / "same.dfc").read_bytes() == out.read_bytes()
 
 
+def test_max_bytes_keeps_the_longest_prefix_of_points_partial_ones_included(encoded, work, model):
+    info = last_json(run("info", encoded["dfc"], "--json"))
+    partial = next(p for p in info["points"] if "subpixels" in p)
+    out = work / "fit.dfc"
+    result = run("truncate", encoded["dfc"], "--max-bytes", partial["bytes"] + 3, "-o", out, "--json")
+    assert last_json(result)["output_bytes"] == partial["bytes"] == out.stat().st_size
+    assert last_json(result)["partial"] == pytest.approx(partial["subpixels"] / 780) and not last_json(result)["complete"]
+    human = run("info", out).stdout
+    assert "truncated: decodes to x_0 with" in human and "% of the subpixels exact" in human
+    # decode --max-bytes decodes what that prefix gives, without writing it
+    a = last_json(run("decode", encoded["dfc"], "-o", work / "fit-a.png", "--max-bytes", partial["bytes"] + 3,
+                      "--model", model, "--json"))
+    b = last_json(run("decode", out, "-o", work / "fit-b.png", "--model", model, "--json"))
+    assert a["partial"] == b["partial"] == pytest.approx(partial["subpixels"] / 780)
+    assert np.array_equal(np.asarray(Image.open(work / "fit-a.png")), np.asarray(Image.open(work / "fit-b.png")))
+    # too few bytes for the first point, or both selectors: one clear line
+    assert_one_line_error(run("truncate", encoded["dfc"], "--max-bytes", 5, "-o", work / "x.dfc", expect=None), "--max-bytes")
+    assert_one_line_error(run("truncate", encoded["dfc"], "--max-bytes", 500, "--stop-at-t", 3, "-o", work / "x.dfc",
+                              expect=None), "exactly one")
+
+
 @pytest.fixture(scope="module")
 def tiles(work) -> Path:
     folder = work / "tiles"
@@ -359,11 +391,14 @@ def test_rd_curve_csv_plot_json(work, model):
     out = last_json(result)
     assert out["images"] == 2 and out["subpixels"] == 32 * 32 * 3 + 13 * 20
     # One point per t either image coded (the chains may stop at different t), then the exact images.
-    ts = [p["t"] for p in out["points"]]
+    ts = [p["t"] for p in out["points"] if p["partial"] is None]
     assert ts == sorted(set(ts), reverse=True) and ts[0] == 1000 and ts[-1] == 0 and set(ts) <= {1000, 501, 1, 0}
+    # The RGB image's partial points at k/6 of its subpixels; the grey image's one at 1/2 is the RGB's 3/6.
+    shares = [p["partial"] for p in out["points"] if p["partial"] is not None]
+    assert shares == pytest.approx([k / 6 for k in range(1, 6)])
     assert out["points"][-1]["rmse"] == 0 and out["points"][-1]["psnr"] is None
     lines = csv_path.read_text().splitlines()
-    assert lines[0] == "t,rate_bpd,rmse,psnr,kl_bpd" and len(lines) == len(ts) + 1
+    assert lines[0] == "t,rate_bpd,rmse,psnr,kl_bpd,partial" and len(lines) == len(out["points"]) + 1
     if have_mpl:
         assert plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     human = run("rd-curve", folder, "--limit", 1, "--model", model, *FAST).stdout

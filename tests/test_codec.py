@@ -25,6 +25,7 @@ test's docstring).  Regenerate it only on purpose, after a deliberate format cha
 from __future__ import annotations
 
 import hashlib
+import math
 import sys
 from pathlib import Path
 
@@ -32,8 +33,11 @@ import numpy as np
 import pytest
 
 from diffcodec.codec import CodecConfig, StreamMismatchError, decode, encode
-from diffcodec.container import DfcFormatError, chain_position, decode_file, encode_file, paper_timestep, truncate
+from diffcodec.container import DfcFormatError, chain_position, decode_file, encode_file, keep_points, paper_timestep, truncate
+from diffcodec.container import FLAG_PARTIAL_POINTS
 from diffcodec.diffusion import spaced_timesteps
+from diffcodec.exact import ExactLayout
+from diffcodec.tiling import TileLayout
 from diffcodec.errors import DiffcodecError
 
 from conftest import make_tiny_model
@@ -51,20 +55,31 @@ def image(h: int, w: int, mode: str, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, CHANNELS[mode]), dtype=np.uint8)
 
 
-def golden_encoding() -> bytes:
+def golden_encoding(partial_points: bool = False) -> bytes:
     model = make_tiny_model(seed=0, context=True)
-    config = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1, exact_method="learned")
+    config = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1, exact_method="learned",
+                         partial_points=partial_points)
     return encode(image(8, 8, "RGB", seed=0), "RGB", model, config).data
 
 
-def golden_encoding_rgba(method: str = "linear") -> bytes:
+def golden_encoding_rgba(method: str = "linear", partial_points: bool = False) -> bytes:
     model = make_tiny_model(seed=0, context=True)
-    config = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1, exact_method=method)
+    config = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", threads=1, exact_method=method,
+                         partial_points=partial_points)
     return encode(image(5, 7, "RGBA", seed=1), "RGBA", model, config).data
 
 
 def golden_encoding_rgba_learned() -> bytes:
     return golden_encoding_rgba("learned")
+
+
+def golden_encoding_partial() -> bytes:
+    """The default encoder: partial truncation points inside the exact stage (FLAG_PARTIAL_POINTS)."""
+    return golden_encoding(partial_points=True)
+
+
+def golden_encoding_rgba_partial() -> bytes:
+    return golden_encoding_rgba("learned", partial_points=True)
 
 
 def payload_start(data: bytes) -> int:
@@ -73,7 +88,7 @@ def payload_start(data: bytes) -> int:
 
 def lossy_ts(result) -> list[int]:
     """Paper t of the lossy states a stream codes (the chain down to where the exact stage starts)."""
-    return [s.t for s in result.steps[:-1]]
+    return [s.t for s in result.lossy_steps]
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +158,10 @@ def test_step_reports(rgb32):
     pixels, result = rgb32
     steps = result.steps
     kept = spaced_timesteps(1000, FULL.steps)
-    assert [s.t for s in steps] == [k + 1 for k in reversed(kept)] + [0]
+    assert [s.t for s in steps if s.partial is None] == [k + 1 for k in reversed(kept)] + [0]
+    # then a partial point after each stage of the exact stage but the last (6 stages of an RGB image)
+    assert [s.partial for s in result.partial_steps] == pytest.approx([k / 6 for k in range(1, 6)])
+    assert [s.t for s in steps[-6:]] == [0] * 6 and steps[-1].partial is None
     assert result.file.header.exact_from == 1
     bits = [s.bits for s in steps]
     assert bits == sorted(bits)
@@ -156,25 +174,30 @@ def test_step_reports(rgb32):
     assert result.to_json()["bits_total"] == 8 * len(result.data)
     # each step's rate is the size of the file truncated right after it (here every state is a point)
     assert len(result.file.points) == len(steps)
-    for report, point in zip(steps, result.file.points):
-        assert report.bits == 8 * len(encode_file(truncate(result.file, point.t)))
+    for k, (report, point) in enumerate(zip(steps, result.file.points), start=1):
+        assert report.bits == 8 * len(encode_file(keep_points(result.file, k)))
+        assert (report.partial is not None) == point.partial
+    # partial points: RMSE falls from the last lossy state's to 0 as more of x_0 is exact
+    rmse = [s.rmse for s in steps[-7:]]
+    assert rmse == sorted(rmse, reverse=True) and rmse[-2] > 0
 
 
 def test_adaptive_stream_codes_states_down_to_exact_from_then_x0(rgb8):
     """The step list is [x_T .. the state the exact stage codes from] + [t=0]; the header's exact_from names that state."""
     pixels, result = rgb8
     h = result.file.header
-    ts = [s.t for s in result.steps]
+    ts = [s.t for s in result.steps if s.partial is None]
     kept = [k + 1 for k in reversed(spaced_timesteps(1000, CONFIG.steps))]  # 1000, 501, 1
     assert ts == [1000, 501, 0]  # the random model's exact stage is cheaper than channel-simulating x_1
     assert ts[:-1] == kept[: len(ts) - 1] and ts[-1] == 0
     assert (h.num_steps, h.schedule_steps, h.spacing) == (CONFIG.steps, 1000, "uniform")
     assert h.exact_from == 2 and paper_timestep(h, h.exact_from) == ts[-2]
-    assert [paper_timestep(h, p.t) for p in result.file.points] == ts  # every coded state is a point here
+    assert [paper_timestep(h, p.t) for p in result.file.points if not p.partial] == ts  # every coded state is a point here
     bits = [s.bits for s in result.steps]
     assert bits == sorted(bits) and bits[-1] == 8 * len(result.data)
-    for report, point in zip(result.steps, result.file.points):
-        assert report.bits == 8 * len(encode_file(truncate(result.file, point.t)))
+    # each point's file size is the rate reported for its step (the 5 points are shared with the partial ones)
+    for k in range(1, len(result.file.points) + 1):
+        assert 8 * len(encode_file(keep_points(result.file, k))) in bits
     assert result.steps[-1].rmse == 0.0 and all(np.isfinite(s.rmse) for s in result.steps)
 
 
@@ -213,8 +236,8 @@ def test_quad_spacing_is_written_and_decoded(tiny_model):
     h = result.file.header
     kept = spaced_timesteps(1000, 6, "quad")
     assert h.spacing == "quad" and kept != spaced_timesteps(1000, 6)
-    assert [s.t for s in result.steps] == [k + 1 for k in reversed(kept)] + [0]
-    point_ts = [paper_timestep(h, p.t) for p in result.file.points]  # 5 of the 7 states get a point
+    assert [s.t for s in result.steps if s.partial is None] == [k + 1 for k in reversed(kept)] + [0]
+    point_ts = [paper_timestep(h, p.t) for p in result.file.points]  # 5 of the 7 states and 5 partial points get one
     assert set(point_ts) <= {s.t for s in result.steps} and point_ts[0] == 1000 and point_ts[-1] == 0
     assert decode_file(result.data).header.spacing == "quad"
     for t in [k + 1 for k in kept]:
@@ -347,6 +370,10 @@ def test_cut_files_decode_to_their_last_whole_point(tiny_model, rgb32):
         assert out.pixels.shape == pixels.shape
         if out.complete:
             np.testing.assert_array_equal(out.pixels, pixels)
+        elif whole[-1].partial:  # inside the exact stage: its decoded subpixels are exact
+            assert out.partial == whole[-1].subpixels / pixels.size and "exact stage" in out.notes[0]
+            exact_part = np.mean(out.pixels == pixels)
+            assert exact_part >= out.partial
         else:
             assert out.notes and f"t={out.t}" in out.notes[0]
 
@@ -459,6 +486,9 @@ def test_golden_bitstreams():
     """SHA-256 of golden_encoding() (8×8 RGB from seed 0, make_tiny_model(seed=0, context=True), 3 steps,
     K ≤ 2^8, 1 thread, learned exact stage) and of golden_encoding_rgba() (5×7 RGBA, linear exact stage;
     and of golden_encoding_rgba_learned() (the same with the learned stage: colour plane, then alpha's linear one).
+    These three have no partial points (``partial_points=False``): their bytes are those of diffcodec before
+    FLAG_PARTIAL_POINTS existed.  golden_encoding_partial() and golden_encoding_rgba_partial() are the
+    default encoder's, with partial points in the exact stage.
 
     The encoder picks exact_from itself.
 
@@ -471,7 +501,8 @@ def test_golden_bitstreams():
     expected = [line.split()[0] for line in GOLDEN_PATH.read_text().splitlines()]
     model = make_tiny_model(seed=0, context=True)
     cases = [(golden_encoding(), (8, 8), "RGB", 0), (golden_encoding_rgba(), (5, 7), "RGBA", 1),
-             (golden_encoding_rgba_learned(), (5, 7), "RGBA", 1)]
+             (golden_encoding_rgba_learned(), (5, 7), "RGBA", 1), (golden_encoding_partial(), (8, 8), "RGB", 0),
+             (golden_encoding_rgba_partial(), (5, 7), "RGBA", 1)]
     assert len(expected) == len(cases)
     for digest, (data, shape, mode, seed) in zip(expected, cases):
         assert data[3] == 4
@@ -523,7 +554,8 @@ def test_version2_streams_still_decode(mode, shape, seed):
 if __name__ == "__main__":
     if sys.argv[1:] == ["--regenerate-golden"]:
         lines = [f"{hashlib.sha256(f()).hexdigest()}  codec_v4: tests/test_codec.py {f.__name__}()"
-                 for f in (golden_encoding, golden_encoding_rgba, golden_encoding_rgba_learned)]
+                 for f in (golden_encoding, golden_encoding_rgba, golden_encoding_rgba_learned, golden_encoding_partial,
+                           golden_encoding_rgba_partial)]
         GOLDEN_PATH.write_text("\n".join(lines) + "\n")
         print(f"wrote {GOLDEN_PATH}")
     else:
@@ -542,7 +574,7 @@ def test_learned_exact_stage_round_trips_and_needs_its_context_network():
         decode(res.data, make_tiny_model(seed=0))
     # a cut inside the exact stage still decodes to the last lossy state
     f = decode_file(res.data)
-    assert decode(encode_file(truncate(f, f.points[-2].t)), model).t > 0
+    assert decode(encode_file(truncate(f, min(p.t for p in f.points if p.t > 0))), model).t > 0
 
 
 def test_auto_exact_method_is_never_worse_than_either():
@@ -584,3 +616,60 @@ def test_auto_tries_the_learned_stage_only_near_the_best_state(monkeypatch):
     model = make_tiny_model(seed=0, context=True)
     res = encode(image(8, 8, "RGB", seed=4), "RGB", model, CodecConfig(**{**FULL.__dict__, "exact_from_t": None, "learned_candidates": 1}))
     assert len(calls) == 1 and len(res.steps) >= 2
+
+
+# --------------------------------------------------------------------------- partial points inside the exact stage
+
+@pytest.mark.parametrize("mode, method, stages", [("RGB", "learned", 6), ("RGB", "linear", 6), ("RGBA", "learned", 8),
+                                                  ("L", "linear", 2)])
+def test_partial_points_decode_to_what_the_encoder_reported(mode, method, stages):
+    """A file cut after a partial point decodes to x_0 exact on a prefix of the coding order, predicted elsewhere:
+    the image (and so the RMSE) the encoder reported for that point."""
+    model = make_tiny_model(seed=0, context=True)
+    pixels = image(6, 7, mode, seed=4)
+    res = encode(pixels, mode, model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_method=method,
+                                                  points=99))
+    assert res.exact_method == method and res.file.header.flags == FLAG_PARTIAL_POINTS
+    at = [k for k, p in enumerate(res.file.points, start=1) if p.partial]
+    assert len(at) == len(res.partial_steps) == stages - 1
+    n = pixels.size
+    planes = ExactLayout(TileLayout(6, 7, mode))
+    sizes = np.cumsum(planes.stage_sizes())
+    assert sizes[-1] == n and [res.file.points[k - 1].subpixels for k in at] == list(sizes[:-1])
+    previous = None
+    for k, report in zip(at, res.partial_steps):
+        f = keep_points(res.file, k)
+        out = decode(encode_file(f), model)
+        assert not out.complete and out.t == 0 and out.partial == pytest.approx(report.partial)
+        assert out.partial == f.points[-1].subpixels / n and "exact stage" in out.notes[0]
+        assert math.sqrt(np.mean((out.pixels.astype(float) - pixels) ** 2)) == pytest.approx(report.rmse, abs=1e-9)
+        # the decoded prefix is exact (grey images replicate one plane into three channels)
+        assert np.sum(out.pixels == pixels) >= f.points[-1].subpixels
+        if previous is not None:
+            assert 8 * len(encode_file(f)) == report.bits > previous
+        previous = report.bits
+    np.testing.assert_array_equal(decode(res.data, model).pixels, pixels)
+
+
+def test_partial_points_can_be_turned_off():
+    model = make_tiny_model(seed=0, context=True)
+    pixels = image(8, 8, "RGB", seed=0)
+    res = encode(pixels, "RGB", model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", partial_points=False))
+    assert res.file.header.flags == 0 and not res.partial_steps and not any(p.partial for p in res.file.points)
+
+
+def test_corruption_before_a_partial_point_is_caught():
+    """Its check covers the payload words up to it: a changed word before its end never decodes silently."""
+    model = make_tiny_model(seed=0, context=True)
+    pixels = image(8, 8, "RGB", seed=2)
+    res = encode(pixels, "RGB", model, CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", points=99))
+    f = res.file
+    last_lossy = max(p.end_word for p in f.points if p.t > 0)
+    first_partial = next(p for p in f.points if p.partial)
+    assert first_partial.end_word > last_lossy
+    cut = keep_points(f, f.points.index(first_partial) + 1)
+    data = bytearray(encode_file(cut))
+    head = payload_start(bytes(data))
+    data[head + 4 * (first_partial.end_word - 1) - 1] ^= 0x10  # inside the partial point's words, after the lossy ones
+    with pytest.raises(DiffcodecError):
+        decode(bytes(data), model)

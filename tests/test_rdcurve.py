@@ -98,13 +98,27 @@ def test_aggregate_real_encodings_of_mixed_images(tiny_model):
     n = sum(px.size for px, _ in images)
     assert curve.n_subpixels == n
     # Each image may stop its chain at its own t: the curve has a point at every t of either.
-    assert [p.t for p in curve.points] == sorted({s.t for r in results for s in r.steps}, reverse=True)
-    assert curve.points[-1].t == 0
+    assert [p.position for p in curve.points] == sorted({s.position for r in results for s in r.steps})
+    assert curve.points[-1].t == 0 and curve.points[-1].partial is None
     # The last point is the whole files: exact, at the real total size.
     assert curve.points[-1].rate_bpd == pytest.approx(sum(8 * len(r.data) for r in results) / n)
     assert curve.points[-1].rmse == 0
     rates = [p.rate_bpd for p in curve.points]
     assert rates == sorted(rates)
+
+
+def test_partial_points_pool_by_their_share_and_never_borrow_the_exact_image():
+    """At a partial row an image without that share counts with its last point before it, never its exact image."""
+    acc = RDAccumulator()
+    acc.add([StepReport(t=1000, bits=10, kl_bits=9.0, rmse=40.0), StepReport(t=0, bits=50, kl_bits=45.0, rmse=6.0, partial=0.5),
+             StepReport(t=0, bits=90, kl_bits=80.0, rmse=0.0)], num_dims=10)
+    acc.add([StepReport(t=1000, bits=20, kl_bits=19.0, rmse=30.0), StepReport(t=0, bits=100, kl_bits=95.0, rmse=0.0)],
+            num_dims=10)
+    curve = acc.curve()
+    assert [(p.t, p.partial) for p in curve.points] == [(1000, None), (0, 0.5), (0, None)]
+    half = curve.points[1]
+    assert half.rate_bpd == pytest.approx((50 + 20) / 20) and half.rmse == pytest.approx(math.sqrt((36 * 10 + 900 * 10) / 20))
+    assert curve.points[-1].rate_bpd == pytest.approx(190 / 20) and curve.points[-1].rmse == 0
 
 
 def test_csv_files(tmp_path):
