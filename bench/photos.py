@@ -53,7 +53,7 @@ def main() -> None:
         results.append(res)
         rows.append({"bpp": 8 * len(res.data) / (px.shape[0] * px.shape[1]), "exact": bool(exact),
                      "encode_s": mid - start, "decode_s": end - mid,
-                     "rd": [{"t": s.t, "bpd": s.bits / px.size, "rmse": s.rmse} for s in res.steps]})
+                     "rd": [{"t": s.t, "partial": s.partial, "bpd": s.bits / px.size, "rmse": s.rmse} for s in res.steps]})
         print(f"{px.shape[1]}×{px.shape[0]}: {rows[-1]['bpp']:.3f} bits/pixel, exact={exact}, "
               f"encode {mid - start:.1f}s, decode {end - mid:.1f}s", flush=True)
     # The model's negative ELBO at the codec's steps, over the same crops' 32×32 tiles (the model sees tiles).

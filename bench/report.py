@@ -38,6 +38,11 @@ def interpolate_rmse(curve: list[tuple[float, float]], rate: float) -> float | N
     return None
 
 
+def point_label(t, partial) -> str:
+    """A table's name for a point: t, or for a partial point of the exact stage "0 (k%)" (k% of x_0 exact)."""
+    return f"0 ({100 * float(partial):.0f}%)" if partial not in (None, "") else str(t)
+
+
 def main() -> None:
     nll100 = last_json(RESULTS / "nll_s100.json")
     nll1000 = last_json(RESULTS / "nll_s1000_50.json")
@@ -49,7 +54,7 @@ def main() -> None:
     if codec:
         print(f"| **diffcodec, full .dfc files** (S={codec['steps']}, quad spacing) | **{codec['file_bpd']:.3f}** | {codec['images']} | codec_cifar.json |")
         print(f"| its model's negative ELBO at the same steps | {codec['negative_elbo_bpd']:.3f} | {codec['images']} | codec_cifar.json |")
-    rd_full = [r for r in read_csv(RESULTS / "rd_cifar100.csv") if r["t"] == "0"]
+    rd_full = [r for r in read_csv(RESULTS / "rd_cifar100.csv") if r["t"] == "0" and not r.get("partial")]
     if rd_full:
         print(f"| **diffcodec, full .dfc files** (default: S=50, quad) | **{float(rd_full[0]['rate_bpd']):.3f}** | 100 | rd_cifar100.csv |")
     if nll100:
@@ -84,7 +89,7 @@ def main() -> None:
                 e = interpolate_rmse(curves[f], rate)
                 cells.append("–" if e is None else f"{e:.2f}")
             psnr = "∞" if rmse == 0 else f"{20 * math.log10(255 / rmse):.2f}"
-            print(f"| {r['t']} | {rate:.3f} | {rmse:.2f} | {psnr} | " + " | ".join(cells) + " |")
+            print(f"| {point_label(r['t'], r.get('partial'))} | {rate:.3f} | {rmse:.2f} | {psnr} | " + " | ".join(cells) + " |")
         print("\n(–: the codec has no setting at that rate on 32×32 images; its smallest files are larger.)")
         full = read_csv(RESULTS / "rd_cifar100_full.csv")
         print("\n#### At fixed rates: the best prefix at or below the rate (a step function, as a cut file decodes) "
@@ -196,7 +201,7 @@ def photo_rd_table(data: dict, crop: int) -> None:
             e = interpolate_rmse(curves[f], p["rate_bpd"])
             cells.append("–" if e is None else f"{e:.2f}")
         psnr = "∞" if p["rmse"] == 0 else f"{20 * math.log10(255 / p['rmse']):.2f}"
-        print(f"| {p['t']} | {3 * p['rate_bpd']:.3f} | {p['rmse']:.2f} | {psnr} | " + " | ".join(cells) + " |")
+        print(f"| {point_label(p['t'], p.get('partial'))} | {3 * p['rate_bpd']:.3f} | {p['rmse']:.2f} | {psnr} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
