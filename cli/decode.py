@@ -69,6 +69,9 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, 
             raise DiffcodecError(f"{input}: its first truncation point needs {describe(dfc)['points'][0]['bytes']} bytes, "
                                  f"more than --max-bytes {max_bytes}")
         dfc = dfc if len(fitted.points) == len(dfc.points) else fitted
+        if dfc is fitted:
+            common.note(f"--max-bytes {max_bytes}: decoding the first {describe(dfc)['total_bytes']} bytes of {input}, "
+                        f"{len(dfc.points)} of its truncation points")
     h = dfc.header
     common.check_stop_at_t(stop_at_t, h.schedule_steps)
     if h.mode == "RGBA" and suffix in {".jpg", ".jpeg"}:
@@ -81,8 +84,8 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, 
     lost = f"{dfc.points_lost} truncation point{'s' if dfc.points_lost != 1 else ''} lost"
     share = f"x_0 with {100 * result.partial:.0f}% of its subpixels exact" if result.partial is not None else None
     if share is not None:  # the data ran out inside the exact stage
-        how = f"cut short ({lost})" if dfc.cut else "truncated inside the exact stage"
-        notes.append(f"{input} is {how}: decoded to {share}, the rest predicted")
+        how = f"is cut short ({lost})" if dfc.cut else "stops inside the exact stage"
+        notes.append(f"{input} {how}: decoded to {share}, the rest predicted")
     elif result.t > paper_timestep(h, max(chain_position(h, stop_at_t), h.exact_from if stop_at_t else 0)):  # data ran out
         if dfc.cut:
             notes.append(f"{input} is cut short ({lost}): decoded to t={result.t}, its last whole truncation point")

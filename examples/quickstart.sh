@@ -16,6 +16,9 @@ done
 # A prefix is a file too: cut one without re-encoding, and decode it.
 diffcodec truncate "$out/image.dfc" --stop-at-t 300 -o "$out/image-t300.dfc"
 diffcodec decode "$out/image-t300.dfc" -o "$out/from-prefix.png"
+# Most of a lossless file is its exact stage; a prefix ending inside it is x_0 exact in part.
+diffcodec truncate "$out/image.dfc" --max-bytes 1200 -o "$out/image-1200-bytes.dfc"
+diffcodec decode "$out/image-1200-bytes.dfc" -o "$out/from-1200-bytes.png"
 cmp <(python -c "import sys;from PIL import Image;import numpy as np;print(np.asarray(Image.open(sys.argv[1])).tobytes().hex())" "$img") \
     <(python -c "import sys;from PIL import Image;import numpy as np;print(np.asarray(Image.open(sys.argv[1])).tobytes().hex())" "$out/decoded-t0.png") \
   && echo "full decode is bit-exact"
