@@ -23,6 +23,8 @@ diffcodec nll "$data" --steps 100 --threads 1 --model "$model" --json > bench/re
 diffcodec nll "$data" --steps 1000 --limit 50 --threads 1 --model "$model" --json > bench/results/nll_s1000_50.json
 # The exact stage from several states against the ELBO's remaining terms (docs/codec.md).
 python bench/exact_stage.py --data "$data" --limit 16 --steps 100 --model "$model" | tail -1 > bench/results/exact_stage.json
+# The order of the exact stage's stages (previews at partial points against lossless size), under one linear model.
+python bench/stage_order.py --data "$data" --limit 16 --t 31 --model "$model" | tail -1 > bench/results/stage_order.json
 # The exact stage's default weights (DEFAULT_WEIGHTS in diffcodec/exact.py), refit: compare by eye, not written.
 python bench/exact_weights.py --data "$data" --model "$model"
 # Chunking, target gain and steps (docs/codec.md).
