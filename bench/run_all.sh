@@ -25,6 +25,9 @@ diffcodec nll "$data" --steps 1000 --limit 50 --threads 1 --model "$model" --jso
 python bench/exact_stage.py --data "$data" --limit 16 --steps 100 --model "$model" | tail -1 > bench/results/exact_stage.json
 # The order of the exact stage's stages (previews at partial points against lossless size), under one linear model.
 python bench/stage_order.py --data "$data" --limit 16 --t 31 --model "$model" | tail -1 > bench/results/stage_order.json
+# A coarse pass (bins of w levels) before the exact stage: previews and lossless cost, a design study.
+python bench/coarse_pass.py --data "$data" --limit 16 --t 31 --model "$model" | tail -1 > bench/results/coarse_pass_t31.json
+python bench/coarse_pass.py --data "$data" --limit 16 --t 61 --model "$model" | tail -1 > bench/results/coarse_pass_t61.json
 # The exact stage's default weights (DEFAULT_WEIGHTS in diffcodec/exact.py), refit: compare by eye, not written.
 python bench/exact_weights.py --data "$data" --model "$model"
 # Chunking, target gain and steps (docs/codec.md).
