@@ -36,7 +36,8 @@ import torch
 
 from . import exact
 from .channel import decode_chunk, encode_chunks, kl_nats, log_weight_coefficients
-from .container import FLAG_PARTIAL_POINTS, MODEL_ID_BYTES, VERSION, DfcFile, StreamHeader, TruncationPoint, head_size
+from .container import (FLAG_PARTIAL_POINTS, MODEL_ID_BYTES, VERSION, DfcFile, StreamHeader, TruncationPoint, head_size,
+                        stream_position)
 from .diffusion import SPACINGS, GaussianDiffusion, spaced_timesteps
 from .entropy import (
     PIXEL_MODEL,
@@ -136,7 +137,7 @@ class StepReport:
     @property
     def position(self) -> tuple[int, float]:
         """Sort key along the stream: larger t first, then partial points, then the exact image."""
-        return (-self.t, self.partial if self.partial is not None else (1.0 if self.t == 0 else 0.0))
+        return stream_position(self.t, self.partial)
 
 
 @dataclass

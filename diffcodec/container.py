@@ -449,6 +449,11 @@ def paper_timestep(h: StreamHeader, chain_t: int) -> int:
     return spaced_timesteps(h.schedule_steps, h.num_steps, h.spacing)[chain_t - 1] + 1
 
 
+def stream_position(t: int, partial: float | None) -> tuple[int, float]:
+    """Sort key of a point along the stream: larger t first, then partial points by share, then the exact image."""
+    return (-t, partial if partial is not None else (1.0 if t == 0 else 0.0))
+
+
 def chain_position(h: StreamHeader, t: int) -> int:
     """The smallest chain position whose paper t is at least ``t`` (S if none): where --stop-at-t t stops."""
     kept = spaced_timesteps(h.schedule_steps, h.num_steps, h.spacing)

@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from .container import stream_position
 from .errors import DiffcodecError
 
 CSV_COLUMNS = ("t", "rate_bpd", "rmse", "psnr", "kl_bpd", "partial")
@@ -63,11 +64,7 @@ class RDPoint:
     @property
     def position(self) -> tuple[int, float]:
         """Sort key along the stream: larger t first, then partial points, then the exact image."""
-        return _position(self.t, self.partial)
-
-
-def _position(t: int, partial: float | None) -> tuple[int, float]:
-    return (-t, partial if partial is not None else (1.0 if t == 0 else 0.0))
+        return stream_position(self.t, self.partial)
 
 
 @dataclass
@@ -112,7 +109,7 @@ class RDAccumulator:
         ts = [int(s.t) for s in steps]
         if not ts:
             raise DiffcodecError("an encoding with no steps cannot be added to a curve")
-        keys = [_position(int(s.t), getattr(s, "partial", None)) for s in steps]
+        keys = [stream_position(int(s.t), getattr(s, "partial", None)) for s in steps]
         if any(b <= a for a, b in zip(keys, keys[1:])):
             raise DiffcodecError(f"steps must have decreasing t, got {ts[:6]}…")
         rmse = np.array([s.rmse for s in steps], dtype=np.float64)
@@ -127,7 +124,7 @@ class RDAccumulator:
     def curve(self) -> RDCurve:
         if not self._images:
             raise DiffcodecError("no images were added to the curve")
-        exact = _position(0, None)
+        exact = stream_position(0, None)
         all_keys = sorted({k for keys, *_ in self._images for k in keys})
         totals = np.zeros((len(all_keys), 3))
         for keys, bits, kl, se in self._images:

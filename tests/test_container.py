@@ -562,3 +562,11 @@ if __name__ == "__main__":
     for path, f in ((GOLDEN_V4_PATH, GOLDEN_V4), (GOLDEN_PARTIAL_PATH, GOLDEN_PARTIAL)):
         path.write_bytes(encode_file(f))
         print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+def test_stream_position_orders_lossy_then_partial_then_exact():
+    from diffcodec.container import stream_position
+
+    order = [(1000, None), (8, None), (0, 0.2), (0, 0.5), (0, None)]
+    keys = [stream_position(t, p) for t, p in order]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
