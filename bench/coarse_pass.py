@@ -33,10 +33,9 @@ import numpy as np
 import torch
 
 from diffcodec.exact import CONTEXT_SCALES, ContextInputs, ExactLayout, _context_outputs, _learned_params, stage_bits
-from diffcodec.images import load_folder_tiles
-from diffcodec.likelihood import images_to_model_space
 from diffcodec.models.checkpoint import load_model
 from diffcodec.tiling import TileLayout
+from stage_order import noised_states  # bench/ is on sys.path when run as python bench/coarse_pass.py
 
 
 def integer_probs(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
@@ -114,16 +113,7 @@ def main() -> None:
     model = load_model(args.model)
     if model.context is None:
         raise SystemExit("the model has no context network")
-    x0 = images_to_model_space(load_folder_tiles(args.data, limit=args.limit))
-    d = model.diffusion
-    i = args.t - 1
-    gen = torch.Generator().manual_seed(0)
-    t = torch.full((len(x0),), i)
-    with torch.no_grad():
-        x_t = d.q_sample(x0, t, torch.randn(x0.shape, generator=gen))
-        eps, var_out = model(x_t.float(), t)
-        xhat = d.p_mean_variance(x_t, t, eps, var_out, model.variance)["pred_xstart"]
-    abar = float(d.alphas_cumprod[i])
+    x0, x_t, xhat, abar = noised_states(model, args.data, args.limit, args.t)
     pixels = torch.round((x0 + 1) * 127.5).to(torch.uint8).numpy().transpose(0, 2, 3, 1)
     hwc = lambda a: a.double().numpy().transpose(0, 2, 3, 1)  # noqa: E731
     xhat_np, y_np = hwc(xhat), hwc(x_t) / math.sqrt(abar)

@@ -100,6 +100,23 @@ def run_order(order, pixels, mu, sd, first):
     return bits, rmse
 
 
+def noised_states(model, data: str, limit: int, paper_t: int):
+    """x_0, x_t ~ q(x_t | x_0) drawn once (seed 0) at paper timestep ``paper_t``, the model's x̂_0, and ᾱ_t.
+
+    Tensors (n, 3, H, W) in model space; shared by the exact-stage design studies.
+    """
+    x0 = images_to_model_space(load_folder_tiles(data, limit=limit))
+    d = model.diffusion
+    i = paper_t - 1
+    gen = torch.Generator().manual_seed(0)
+    t = torch.full((len(x0),), i)
+    with torch.no_grad():
+        x_t = d.q_sample(x0, t, torch.randn(x0.shape, generator=gen))
+        eps, var_out = model(x_t.float(), t)
+        xhat = d.p_mean_variance(x_t, t, eps, var_out, model.variance)["pred_xstart"]
+    return x0, x_t, xhat, float(d.alphas_cumprod[i])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/cifar10-test-png")
@@ -111,16 +128,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
-    x0 = images_to_model_space(load_folder_tiles(args.data, limit=args.limit))
-    d = model.diffusion
-    i = args.t - 1
-    gen = torch.Generator().manual_seed(0)
-    t = torch.full((len(x0),), i)
-    with torch.no_grad():
-        x_t = d.q_sample(x0, t, torch.randn(x0.shape, generator=gen))
-        eps, var_out = model(x_t.float(), t)
-        xhat = d.p_mean_variance(x_t, t, eps, var_out, model.variance)["pred_xstart"]
-    abar = float(d.alphas_cumprod[i])
+    x0, x_t, xhat, abar = noised_states(model, args.data, args.limit, args.t)
     pixels = torch.round((x0 + 1) * 127.5).double().numpy()
     mu = ((xhat.double() + 1) * 127.5).numpy()
     sd = np.full_like(mu, 127.5 * math.sqrt((1 - abar) / abar))
