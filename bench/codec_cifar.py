@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from diffcodec.codec import CodecConfig, _Chain, available_cores, decode, encode, torch_threads
+from diffcodec.codec import EXACT_METHODS, CodecConfig, _Chain, available_cores, decode, encode, torch_threads
 from diffcodec.evaluate import dataset_bpd
 from diffcodec.images import load_folder_tiles
 from diffcodec.models.checkpoint import load_model
@@ -51,9 +51,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--search-threads", type=int, default=None, help="PFR search threads (default: the codec's, every core)")
     ap.add_argument("--spacing", default=CodecConfig.spacing, choices=["uniform", "quad"])
-    ap.add_argument("--exact-method", default=CodecConfig.exact_method, choices=["auto", "linear", "learned"])
+    ap.add_argument("--exact-method", default=CodecConfig.exact_method, choices=list(EXACT_METHODS))
     ap.add_argument("--learned-candidates", type=int, default=CodecConfig.learned_candidates)
     ap.add_argument("--learned-margin", type=float, default=CodecConfig.learned_margin)
+    ap.add_argument("--coarse-margin", type=float, default=CodecConfig.coarse_margin)
     ap.add_argument("--model", default=None)
     ap.add_argument("--elbo-images", type=int, default=None, help="images for the ELBO estimate (default: --limit)")
     ap.add_argument("--out", default=None)
@@ -64,7 +65,8 @@ def main() -> None:
     config = CodecConfig(steps=args.steps, chunk_bits=args.chunk_bits, extra_candidate_bits=args.extra_candidate_bits,
                          max_candidate_bits=args.max_candidate_bits, threads=args.threads, spacing=args.spacing,
                          search_threads=args.search_threads, exact_method=args.exact_method,
-                         learned_candidates=args.learned_candidates, learned_margin=args.learned_margin)
+                         learned_candidates=args.learned_candidates, learned_margin=args.learned_margin,
+                         coarse_margin=args.coarse_margin)
     dims = images[0].size
     rows, results = [], []
     for i, px in enumerate(images):
@@ -126,7 +128,7 @@ def main() -> None:
         "prefix_rate_over_kl_at_t": {(p.t if p.partial is None else f"0 ({100 * p.partial:.0f}%)"): p.rate_bpd / p.kl_bpd
                                      for p in curve.points if p.kl_bpd > 0.01},
         "exact_from_t": [min(t for t in r["t"] if t > 0) for r in rows],
-        "exact_methods": {m: sum(r["exact_method"] == m for r in rows) for m in ("linear", "learned")},
+        "exact_methods": {m: sum(r["exact_method"] == m for r in rows) for m in EXACT_METHODS[1:]},
         "breakdown_bits_per_image": {k: float(np.mean([r[k] for r in rows])) for k in
                                      ("header_bits", "channel_bits", "channel_kl_bits", "exact_bits", "exact_ideal_bits")},
         "all_exact": all(r["exact"] for r in rows),

@@ -170,6 +170,8 @@ def point_label(t: int, partial: float | None = None) -> str:
 
 
 PARTIAL_LEGEND = "t = 0 (k%): inside the exact stage, k% of the subpixels exact and the rest predicted"
+COARSE_LEGEND = ("t = 0 (k%): inside the coarse-to-fine exact stage, k% of its symbols decoded (the colour bins first, "
+                 "then the values inside them) and the rest predicted")
 
 
 def fmt_psnr(psnr: float | None) -> str:

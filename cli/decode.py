@@ -53,7 +53,7 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, 
       diffcodec decode photo.dfc -o sample.png --stop-at-t 300 --reconstruct sample --seed 1 --model run.pt
     """
     from diffcodec.codec import decode
-    from diffcodec.container import chain_position, paper_timestep
+    from diffcodec.container import FLAG_COARSE_TO_FINE, chain_position, paper_timestep
     from diffcodec.errors import DiffcodecError
     from diffcodec.images import save_image
 
@@ -82,7 +82,12 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, 
 
     notes = []
     lost = f"{dfc.points_lost} truncation point{'s' if dfc.points_lost != 1 else ''} lost"
-    share = f"x_0 with {100 * result.partial:.0f}% of its subpixels exact" if result.partial is not None else None
+    if result.partial is None:
+        share = None
+    elif h.flags & FLAG_COARSE_TO_FINE:
+        share = f"x_0 with {100 * result.partial:.0f}% of its coarse-to-fine exact stage (colour bins first)"
+    else:
+        share = f"x_0 with {100 * result.partial:.0f}% of its subpixels exact"
     if share is not None:  # the data ran out inside the exact stage
         how = f"is cut short ({lost})" if dfc.cut else "stops inside the exact stage"
         notes.append(f"{input} {how}: decoded to {share}, the rest predicted")

@@ -76,6 +76,6 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
     if len(rows) < len(result.steps):
         click.echo(f"({len(rows)} of {len(result.steps)} steps shown; --json lists them all)")
     if result.partial_steps:
-        click.echo(f"({common.PARTIAL_LEGEND})")
+        click.echo(f"({common.COARSE_LEGEND if result.exact_method == 'coarse' else common.PARTIAL_LEGEND})")
     what = "lossless" if dfc.complete else f"truncated at t={t_reached}"
     click.echo(f"wrote {output}: {len(data)} bytes, {8 * len(data) / n:.4f} bits/dim ({what})")

@@ -37,19 +37,20 @@ def command(input, as_json):
         state = "complete: the whole file decodes to the exact image"
     else:
         last = d["points"][-1]
-        reach = (f"x_0 with {100 * last['subpixels'] / dims:.0f}% of its subpixels exact" if "subpixels" in last
-                 else f"t={last['t']}")
+        reach = (f"x_0 with {100 * last['subpixels'] / d['exact_symbols']:.0f}% of its exact stage decoded"
+                 if "subpixels" in last else f"t={last['t']}")
         state = (f"cut short: {d['points_lost']} truncation point(s) lost, decodes to {reach}" if d["cut"]
                  else f"truncated: decodes to {reach}")
     click.echo(f"{input}: .dfc version {d['version']}, {d['total_bytes']} bytes, {8 * d['total_bytes'] / dims:.4f} bits/dim")
     click.echo(f"  image     {d['width']}×{d['height']} {d['mode']}")
     click.echo(f"  model     {d['model_id']} (T={d['schedule_steps']})")
-    click.echo(f"  coding    {d['num_steps']} steps, chunk_bits {d['chunk_bits']}, {d['threads']} thread(s)")
+    click.echo(f"  coding    {d['num_steps']} steps, chunk_bits {d['chunk_bits']}, {d['threads']} thread(s)"
+               + (", coarse-to-fine exact stage" if d["coarse_to_fine"] else ""))
     click.echo(f"  state     {state}")
     click.echo(f"  points    {len(d['points'])}")
     click.echo(f"  {'t':>8} {'bytes':>10} {'bits/dim':>9}")
     for p in d["points"]:
-        label = common.point_label(p["t"], p["subpixels"] / dims if "subpixels" in p else None)
+        label = common.point_label(p["t"], p["subpixels"] / d["exact_symbols"] if "subpixels" in p else None)
         click.echo(f"  {label:>8} {p['bytes']:>10} {8 * p['bytes'] / dims:>9.4f}")
     if any("subpixels" in p for p in d["points"]):
-        click.echo(f"  ({common.PARTIAL_LEGEND})")
+        click.echo(f"  ({common.COARSE_LEGEND if d['coarse_to_fine'] else common.PARTIAL_LEGEND})")

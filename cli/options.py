@@ -30,9 +30,11 @@ def codec_options(f):
                      help="Cap on log2 of the channel-simulation candidates per chunk (testing).")(f)
     f = click.option("--chunk-bits", type=click.IntRange(1, 16), default=None, show_default="the codec default",
                      help="Advanced: KL bits per channel-simulation chunk (written to the stream).")(f)
-    f = click.option("--exact-method", type=click.Choice(["auto", "linear", "learned"]), default=None, show_default="auto",
-                     help="Advanced: the exact stage's model: the cheaper per image (auto), residual prediction (linear) "
-                          "or the model's context network (learned; RGB only).")(f)
+    f = click.option("--exact-method", type=click.Choice(["auto", "linear", "learned", "coarse"]), default=None,
+                     show_default="auto",
+                     help="Advanced: the exact stage's model: the cheapest per image (auto), residual prediction (linear), "
+                          "the model's context network (learned; RGB only) or its coarse-to-fine network (coarse; RGB "
+                          "only): bins of 16 levels first, so prefixes inside the exact stage are sharp previews.")(f)
     f = click.option("--exact-from-t", type=click.IntRange(1), default=None, metavar="T", show_default="the cheapest, per image",
                      help="Advanced: start the exact stage from the coded state at t ≥ T instead of where it is cheapest.")(f)
     f = click.option("--spacing", type=click.Choice(["quad", "uniform"]), default=None, show_default="quad",

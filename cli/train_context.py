@@ -25,10 +25,13 @@ from .options import debug_option
 @click.option("--photo-crops", type=int, default=1000, show_default=True, help="32×32 crops drawn from photo folders in DATA.")
 @click.option("--eval-dir", type=click.Path(exists=True, file_okay=False), default=None, help="Held-out PNGs to score at the end.")
 @click.option("--eval-limit", type=int, default=100, show_default=True)
+@click.option("--bin-width", type=int, default=0, show_default=True,
+              help="Train the coarse-to-fine network for bins of this many levels (16: docs/codec.md), starting "
+                   "from the model's context network; 0 trains the six-stage one.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @debug_option
 def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, draws_per_image, photo_crops, eval_dir,
-            eval_limit, seed):
+            eval_limit, bin_width, seed):
     """Train the context network of the learned exact stage (format version 4) on DATA and add it to a model.
 
     DATA are lossless training images (.npy arrays, folders of 32×32 images or of photos, cropped).
@@ -39,6 +42,8 @@ def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, d
       diffcodec train-context ../shared/data/cifar10-train-lossless-4000.npy ../shared/data/photos-train \\
           --model models/default.pt -o models/default.pt --eval-dir ../shared/data/cifar10-test-png
       diffcodec train-context data.npy --model run-ema.pt -o with-context.pt --steps 2000
+      diffcodec train-context ../shared/data/cifar10-train-lossless-4000.npy ../shared/data/photos-train \
+          --model models/default.pt -o coarse.pt --bin-width 16 --steps 2500 --lr 5e-4
     """
     import io
     from pathlib import Path
@@ -48,7 +53,7 @@ def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, d
 
     from diffcodec.images import load_folder_tiles
     from diffcodec.models.checkpoint import DEFAULT_MODEL_PATH, context_entry, load_model, save_checkpoint
-    from diffcodec.models.context_net import ContextNetConfig
+    from diffcodec.models.context_net import ContextNet, ContextNetConfig, widened
     from diffcodec.models.data import TrainingSet
     from diffcodec.models.train_context import ContextTrainConfig, evaluate, make_pairs, train_context_net
 
@@ -56,6 +61,12 @@ def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, d
     if source.is_dir():
         raise click.ClickException("--model must be a diffcodec checkpoint file (the context network is added to it)")
     model = load_model(source)
+    if bin_width and (bin_width < 2 or 256 % bin_width):
+        raise click.BadParameter("must be a divisor of 256 above 1 (or 0)", param_hint="--bin-width")
+    init = None
+    if bin_width:  # the coarse-to-fine network starts from the six-stage one, its bin inputs at zero weight
+        base = model.context or ContextNet(ContextNetConfig(width=width, blocks=blocks))
+        init = widened(base, bin_width)
     config = ContextTrainConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, draws_per_image=draws_per_image, seed=seed)
     images = TrainingSet(list(data), photo_fraction=0.0)
     parts = [images.array]
@@ -73,7 +84,8 @@ def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, d
             if step % 500 == 0 or step == steps:  # a line for logs of long background runs
                 click.echo(f"step {step}: {np.mean(recent[-500:]):.3f} bits/subpixel (training crops)", err=True)
 
-        net = train_context_net(pairs, ContextNetConfig(width=width, blocks=blocks), config, log=log)
+        net_config = init.config if init is not None else ContextNetConfig(width=width, blocks=blocks)
+        net = train_context_net(pairs, net_config, config, log=log, init=init)
     record = {"train": config.to_dict(), "images": int(len(array)), "photo_crops": int(len(array) - len(images.array)),
               "final_train_bits": float(np.mean(recent[-200:]))}
     if eval_dir:
@@ -82,6 +94,6 @@ def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, d
         record["eval_bits"] = evaluate(net, pairs)
         record["eval_images"] = int(len(held))
     ckpt = torch.load(io.BytesIO(source.read_bytes()), map_location="cpu", weights_only=True)
-    ckpt["context"] = context_entry(net, **record)
+    ckpt["coarse_context" if bin_width else "context"] = context_entry(net, **record)
     save_checkpoint(out, ckpt)
     click.echo(json.dumps(record))

@@ -36,7 +36,7 @@ import torch
 
 from . import exact
 from .channel import decode_chunk, encode_chunks, kl_nats, log_weight_coefficients
-from .container import (FLAG_PARTIAL_POINTS, MODEL_ID_BYTES, VERSION, DfcFile, StreamHeader, TruncationPoint, head_size,
+from .container import (FLAG_COARSE_TO_FINE, FLAG_PARTIAL_POINTS, MODEL_ID_BYTES, VERSION, DfcFile, StreamHeader, TruncationPoint, head_size,
                         stream_position)
 from .diffusion import SPACINGS, GaussianDiffusion, spaced_timesteps
 from .entropy import (
@@ -56,7 +56,7 @@ from .tiling import TileLayout
 MAX_INDEX_BITS = 20  # format constant: PFR indices are < 2^20
 STREAM_SEED = 0x444643  # mixed into every shared-randomness key of format versions 1 and 2
 _LN2 = math.log(2.0)
-EXACT_METHODS = ("auto", "linear", "learned")  # CodecConfig.exact_method
+EXACT_METHODS = ("auto", "linear", "learned", "coarse")  # CodecConfig.exact_method
 # The chain runs on until prefix + exact stage exceeds its best by STOP_TOLERANCE, or by
 # SKIP_TOLERANCE when the next step would carry over 1% of that best in KL (the last, expensive steps).
 STOP_TOLERANCE = 1.02
@@ -89,9 +89,13 @@ class CodecConfig:
     # Encoder-only: the decoder never sees the target, so any gain decodes.
     target_gain: float = 1.4
     spacing: str = "quad"  # how the steps spread over T: "uniform" or "quad" (dense at low noise)
-    # The exact stage: "auto" writes the cheaper of the two, "linear" (residual prediction, as in version 3)
-    # or "learned" (the model's context network for the colour plane; RGB and RGBA images).
+    # The exact stage: "auto" writes the cheapest, "linear" (residual prediction, as in version 3), "learned"
+    # (the model's context network for the colour plane; RGB and RGBA images) or "coarse" (the coarse-to-fine
+    # network: bins first, so the exact stage's partial points are previews to within a bin).
     exact_method: str = "auto"
+    # Encoder-only: "auto" writes the coarse-to-fine stage where the model has one and it costs at most this
+    # many times the cheapest other stage from the same state (better previews inside the exact stage).
+    coarse_margin: float = 1.0
     # Encoder-only: "auto" tries the learned stage (the context network costs ~6 linear plans) on at most
     # this many states whose total with the linear stage is within ``learned_margin`` of the best.
     learned_candidates: int = 6
@@ -115,6 +119,8 @@ class CodecConfig:
             raise DiffcodecError("exact_from_t must be at least 1")
         if not 0.5 <= self.target_gain <= 4.0:
             raise DiffcodecError("target_gain must be in 0.5..4")
+        if self.coarse_margin < 1.0:
+            raise DiffcodecError("coarse_margin must be at least 1")
         if self.learned_candidates < 1 or self.learned_margin < 1.0:
             raise DiffcodecError("learned_candidates must be at least 1 and learned_margin at least 1")
         if self.exact_method not in EXACT_METHODS:
@@ -147,7 +153,7 @@ class EncodeResult:
     steps: list[StepReport]
     num_dims: int
     network_evaluations: int = 0  # passes of p_θ over the image the encoder ran (states simulated, some past the stop)
-    exact_method: str = "linear"  # the exact stage written: "linear" or "learned"
+    exact_method: str = "linear"  # the exact stage written: "linear", "learned" or "coarse"
 
     @property
     def bits_total(self) -> int:
@@ -378,6 +384,11 @@ def _plan_learned(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, 
     return exact.plan_learned(planes, chain.model.context, pixel_planes, inputs, *_exact_planes(chain, planes, pred, index))
 
 
+def _plan_coarse(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int) -> exact.ExactPlan:
+    inputs = _context_inputs(chain, planes, pred, x, index)
+    return exact.plan_coarse(planes, chain.model.coarse, pixel_planes, inputs, *_exact_planes(chain, planes, pred, index))
+
+
 def _plan_exact(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int, method: str) -> exact.ExactPlan:
     """The exact stage from this state, method bit included: "learned" where it applies, else "linear"."""
     if method == "learned" and exact.learned_available(planes, chain.model.context):
@@ -420,6 +431,9 @@ def encode(
     layout = TileLayout(pixels.shape[0], pixels.shape[1], mode)
     if config.exact_method == "learned" and not exact.learned_available(exact.ExactLayout(layout), model.context):
         raise DiffcodecError("the learned exact stage needs a model with a context network and a colour image (RGB or RGBA)")
+    if config.exact_method == "coarse" and not exact.coarse_available(exact.ExactLayout(layout), model.coarse):
+        raise DiffcodecError("the coarse-to-fine exact stage needs a model with a coarse-to-fine network and a colour "
+                             "image (RGB or RGBA)")
     chain = _Chain(model, layout, config.steps, config.chunk_bits, config.batch_size, config.spacing)
     tiles = layout.split(pixels)
     x0 = chain.x0_from_pixels(tiles)
@@ -432,10 +446,11 @@ def encode(
     diffusion = chain.diffusion
     S = chain.num_steps
     n_dims = int(pixels.size)
-    header_for = lambda exact_from, partial=False: StreamHeader(  # noqa: E731
-        model_id=model.codec_identity[:MODEL_ID_BYTES], width=layout.width, height=layout.height, mode=mode, num_steps=S,
-        chunk_bits=config.chunk_bits, threads=config.threads, schedule_steps=model.diffusion.num_steps,
-        exact_from=exact_from, spacing=config.spacing, flags=FLAG_PARTIAL_POINTS if partial else 0,
+    header_for = lambda exact_from, partial=False, coarse=False: StreamHeader(  # noqa: E731
+        model_id=(model.coarse_identity if coarse else model.codec_identity)[:MODEL_ID_BYTES], width=layout.width,
+        height=layout.height, mode=mode, num_steps=S, chunk_bits=config.chunk_bits, threads=config.threads,
+        schedule_steps=model.diffusion.num_steps, exact_from=exact_from, spacing=config.spacing,
+        flags=(FLAG_PARTIAL_POINTS if partial else 0) | (FLAG_COARSE_TO_FINE if coarse else 0),
     )
     forced_stop = None
     if config.exact_from_t is not None:
@@ -518,7 +533,7 @@ def encode(
         return min(exact_costs[step], learned, key=lambda p: p.bits)
 
     # Choose where the chain stops and the exact stage's method and scales.
-    try_learned = config.exact_method == "auto" and exact.learned_available(planes, model.context)
+    try_learned = config.exact_method in ("auto", "coarse") and exact.learned_available(planes, model.context)
     if forced_stop is None:
         live_bits = _replay_bits(records, config.chunk_bits)
         totals = [b + c.bits for b, c in zip(live_bits, exact_costs)]
@@ -538,6 +553,12 @@ def encode(
     index = S - 1 - stop
     stop_pred = prediction(stop)
     predictions.clear()
+    if config.exact_method in ("auto", "coarse") and exact.coarse_available(planes, model.coarse):
+        # Tried at the chosen stop only: it costs twice the learned stage's network passes.
+        with torch_threads(config.threads):
+            coarse = _plan_coarse(chain, planes, pixel_planes, stop_pred, states[stop].astype(np.float64), index)
+        if config.exact_method == "coarse" or coarse.bits <= config.coarse_margin * exact_costs[stop].bits:
+            exact_costs[stop] = coarse
 
     # Pass 2: write the stream: steps 0..stop, then the exact stage from the state after ``stop``.
     coder, models = constriction.stream.queue.RangeEncoder(), _Models(config.chunk_bits)
@@ -549,11 +570,13 @@ def encode(
     stage_marks: list[tuple[int, int]] = []  # (subpixels written, words) after each exact-stage stage
     recorder = _Recorder(coder)  # what the exact stage writes, so the encoder can replay partial decodes
     on_stage = lambda done: stage_marks.append((done, coder.num_words()))  # noqa: E731
-    if plan.method == exact.LEARNED:
+    coarse = plan.method == exact.COARSE
+    if plan.method in (exact.LEARNED, exact.COARSE):
+        write = exact.encode_coarse if coarse else exact.encode_learned
         with torch_threads(config.threads):  # the decoder runs the context network on the header's thread count
-            exact.encode_learned(recorder, planes, model.context, plan, pixel_planes,
-                                 _context_inputs(chain, planes, stop_pred, states[stop].astype(np.float64), index),
-                                 *_exact_planes(chain, planes, stop_pred, index), on_stage=on_stage)
+            write(recorder, planes, model.coarse if coarse else model.context, plan, pixel_planes,
+                  _context_inputs(chain, planes, stop_pred, states[stop].astype(np.float64), index),
+                  *_exact_planes(chain, planes, stop_pred, index), on_stage=on_stage)
     else:
         encode_raw_bits(recorder, exact.LINEAR, 1)
         exact.encode(recorder, planes, plan, pixel_planes, *_exact_planes(chain, planes, stop_pred, index), on_stage=on_stage)
@@ -562,24 +585,23 @@ def encode(
         on_step(1)
     # A range decoder reads one word ahead: a prefix needs the word after the step's last one.
     partials = stage_marks[:-1] if config.partial_points else []  # the last stage ends at the exact image
-    n_exact = len(symbols)
     marks = [min(m + 1, len(words)) for m in marks] + [min(w + 1, len(words)) for _, w in partials] + [len(words)]
     reports = reports[: stop + 1]
     kl_prefix = reports[-1].kl_bits
     if partials:
         # What a decoder shows at each partial point, by the decoder's own code on the symbols just written.
-        exact_seq = planes.coding_order(pixel_planes)
+        exact_seq = _coding_order(planes, pixel_planes, model.coarse if coarse else None)
         costs = np.cumsum(plan.all_stage_bits())
         with torch_threads(config.threads):
             for j, (done, _) in enumerate(partials):
                 flat = _decode_exact(_Replay(recorder.symbols), chain, planes, stop_pred, states[stop].astype(np.float64),
-                                     index, VERSION, limit=done)
-                reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + float(costs[j]), partial=done / n_exact,
+                                     index, VERSION, limit=done, coarse=coarse)
+                reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + float(costs[j]), partial=done / len(exact_seq),
                                           rmse=_rmse(layout, layout.fill_replicated(flat.reshape(layout.shape)), pixels)))
     reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + exact_costs[stop].bits, rmse=0.0))
 
     point_states = _choose_points(marks, config.points, lossy=stop + 1)
-    header = header_for(S - stop, partial=any(stop < s < len(marks) - 1 for s in point_states))
+    header = header_for(S - stop, partial=any(stop < s < len(marks) - 1 for s in point_states), coarse=coarse)
     points = []
     for s in point_states:
         if s <= stop:
@@ -604,7 +626,14 @@ def encode(
             kept.append(points[len(kept)])
     assert reports[-1].bits == 8 * len(data)
     return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims, network_evaluations=evaluations,
-                        exact_method="learned" if plan.method == exact.LEARNED else "linear")
+                        exact_method={exact.LINEAR: "linear", exact.LEARNED: "learned", exact.COARSE: "coarse"}[plan.method])
+
+
+def _coding_order(planes: exact.ExactLayout, pixel_planes: list[np.ndarray], coarse_net=None) -> np.ndarray:
+    """The exact stage's symbols in stream order (a partial point's count is a prefix of it)."""
+    if coarse_net is None:
+        return planes.coding_order(pixel_planes)
+    return exact.coarse_coding_order(planes, pixel_planes, coarse_net.config.bin_width)
 
 
 class _Recorder:
@@ -681,7 +710,12 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
 
     dfc = data if isinstance(data, DfcFile) else decode_file(data)
     h = dfc.header
-    identity = (model.identity if h.version < 4 else model.codec_identity)[: len(h.model_id)]
+    coarse = bool(h.flags & FLAG_COARSE_TO_FINE)
+    if coarse and model.coarse is None:
+        identity = b"\0" * len(h.model_id)  # the file names a coarse-to-fine network the loaded model lacks
+    else:
+        identity = (model.identity if h.version < 4 else model.coarse_identity if coarse else model.codec_identity)
+    identity = identity[: len(h.model_id)]
     if h.model_id != identity:
         raise DiffcodecError(
             f"stream was encoded with model {h.model_id.hex()}, but the loaded model is {identity.hex()}; "
@@ -738,11 +772,12 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
             partials = [p for p in dfc.points if p.partial]
             limit = math.inf if dfc.complete else partials[-1].subpixels
             planes = exact.ExactLayout(layout) if h.version >= 3 else None
-            if planes is not None and not dfc.complete and limit > sum(planes.stage_sizes()):
+            coarse_net = model.coarse if coarse else None
+            if planes is not None and not dfc.complete and limit > _num_symbols(planes, coarse_net):
                 raise StreamMismatchError("a partial truncation point lies beyond the exact stage: the file is corrupt")
-            flat = _decode_exact(coder, chain, planes, pred, x, index, h.version, limit)
+            flat = _decode_exact(coder, chain, planes, pred, x, index, h.version, limit, coarse=coarse)
             if partials:
-                seq = planes.coding_order(planes.planes(flat))
+                seq = _coding_order(planes, planes.planes(flat), coarse_net)
                 for p in partials:
                     _verify(words, p, seq[: p.subpixels].astype(np.float32), 0)
             pixels = layout.merge(layout.fill_replicated(flat.reshape(layout.shape)))
@@ -750,8 +785,8 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
                 on_step(1)
             if not dfc.complete:
                 share = limit / len(seq)
-                notes.append(f"stream ends inside the exact stage: {100 * share:.0f}% of the subpixels are exact, "
-                             "the rest predicted")
+                what = "of its symbols are decoded (colour bins first)" if coarse else "of the subpixels are exact"
+                notes.append(f"stream ends inside the exact stage: {100 * share:.0f}% {what}, the rest predicted")
                 return DecodeResult(pixels=pixels, mode=h.mode, t=0, complete=False, notes=notes, partial=share)
             _verify(words, points[target], flat[layout.lossless_mask().reshape(-1)].astype(np.float32), 0)
             if dfc.image_crc32 is not None and zlib.crc32(pixels.tobytes()) != dfc.image_crc32:
@@ -764,8 +799,14 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
     return DecodeResult(pixels=pixels, mode=h.mode, t=chain.paper_t(index), complete=False, notes=notes)
 
 
+def _num_symbols(planes: exact.ExactLayout, coarse_net=None) -> int:
+    """How many symbols the exact stage codes: a subpixel each, and a bin more for each colour subpixel when coarse."""
+    colour = sum(planes.stage_sizes()[: len(exact.colour_stages(planes))]) if coarse_net is not None else 0
+    return sum(planes.stage_sizes()) + colour
+
+
 def _decode_exact(coder, chain: _Chain, planes: exact.ExactLayout | None, pred, x: np.ndarray, index: int, version: int,
-                  limit: float = math.inf) -> np.ndarray:
+                  limit: float = math.inf, coarse: bool = False) -> np.ndarray:
     """The exact stage from the state x at chain index ``index``: x_0's pixels as flat uint8 tiles.
 
     Past ``limit`` subpixels (coding order; a partial truncation point) each is its stage's predicted
@@ -776,10 +817,13 @@ def _decode_exact(coder, chain: _Chain, planes: exact.ExactLayout | None, pred, 
     mask = layout.lossless_mask().reshape(-1)
     if version >= 3:
         if version >= 4 and decode_raw_bits(coder, 1) == exact.LEARNED:
-            if not exact.learned_available(planes, chain.model.context):
+            net = chain.model.coarse if coarse else chain.model.context
+            available = exact.coarse_available if coarse else exact.learned_available
+            if not available(planes, net):
                 raise StreamMismatchError("the stream's exact stage needs a context network and a colour image")
-            values = exact.decode_learned(coder, planes, chain.model.context, _context_inputs(chain, planes, pred, x, index),
-                                          *_exact_planes(chain, planes, pred, index), limit=limit)
+            read = exact.decode_coarse if coarse else exact.decode_learned
+            values = read(coder, planes, net, _context_inputs(chain, planes, pred, x, index),
+                          *_exact_planes(chain, planes, pred, index), limit=limit)
         else:
             values = exact.decode(coder, planes, *_exact_planes(chain, planes, pred, index), limit=limit)
         for m, v in zip(planes.maps, values):

@@ -45,11 +45,14 @@ VERSION = 4  # what this diffcodec writes
 READABLE_VERSIONS = (1, 2, 3, 4)  # same layout but for model_id's length; the payload's meaning differs (docs/format.md "Versions")
 # Flag bits (must-understand: a file with a bit its reader does not know is refused).  Versions 1–3 define none.
 FLAG_PARTIAL_POINTS = 1  # version 4: the table has points inside the exact stage (rows at t = 0 carry a count)
+# Version 4: the learned exact stage is coarse-to-fine (bins first, then values inside them), with the
+# model's coarse-to-fine network; the model id names that network too (DiffusionModel.coarse_identity).
+FLAG_COARSE_TO_FINE = 2
 
 
 def known_flags(version: int) -> int:
     """The flag bits a file of ``version`` may set."""
-    return FLAG_PARTIAL_POINTS if version >= 4 else 0
+    return FLAG_PARTIAL_POINTS | FLAG_COARSE_TO_FINE if version >= 4 else 0
 MODES = ("L", "RGB", "RGBA")  # stored as 0, 1, 2 in the top two bits of the mode byte
 MODEL_ID_BYTES = 4  # version 4; versions 1–3 store 8 (model_id_bytes)
 MAX_SIDE = 65535
@@ -99,7 +102,7 @@ class StreamHeader:
     num_steps: int  # S, steps of the respaced chain the stream codes, 1..4000
     chunk_bits: int  # channel-simulation chunk size parameter, 1..63
     threads: int  # torch thread count of the encoder, 1..255; the decoder must use the same
-    flags: int = 0  # must-understand feature bits: FLAG_PARTIAL_POINTS (version 4); versions 1–3 define none
+    flags: int = 0  # must-understand feature bits: FLAG_PARTIAL_POINTS, FLAG_COARSE_TO_FINE (version 4); 1–3 define none
     schedule_steps: int = 1000  # T of the model's training chain: with num_steps it maps chain t to paper t
     exact_from: int = 1  # chain t of the state the exact stage codes x_0 from (1: x_1, the paper's L_0)
     spacing: str = "uniform"  # how the S steps are spread over T (diffusion.SPACINGS)
@@ -475,7 +478,7 @@ def describe(f: DfcFile) -> dict[str, Any]:
         size = fixed + len(_varint(k)) + table + (4 if p.exact else 0) + 4 * p.end_word
         entry = {"t": paper_timestep(h, p.t), "chain_t": p.t, "bytes": size}
         if p.partial:
-            entry["subpixels"] = p.subpixels  # of x_0, exact, in the exact stage's coding order
+            entry["subpixels"] = p.subpixels  # the exact stage's symbols decoded, in its coding order
         points.append(entry)
     return {
         "width": h.width,
@@ -490,6 +493,10 @@ def describe(f: DfcFile) -> dict[str, Any]:
         "chunk_bits": h.chunk_bits,
         "threads": h.threads,
         "flags": h.flags,
+        "coarse_to_fine": bool(h.flags & FLAG_COARSE_TO_FINE),
+        # symbols of the exact stage (a partial point counts a prefix of them): a subpixel each, plus each colour
+        # subpixel's bin in a coarse-to-fine file
+        "exact_symbols": h.width * h.height * (len(h.mode) + (3 if h.flags & FLAG_COARSE_TO_FINE else 0)),
         "points": points,
         "complete": f.complete,
         "cut": f.cut,

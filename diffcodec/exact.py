@@ -24,6 +24,12 @@ context network predicts from x̂_0, x_t and the residuals decoded so far; per s
 into :data:`CONTEXT_SCALES` corrects its scale, then the stage's symbols.  An RGBA image's alpha
 plane follows as a linear stage of its own (weights flag, weights, scales, symbols).  The encoder plans both and
 writes the cheaper.
+
+With the container flag ``FLAG_COARSE_TO_FINE`` the learned stage is *coarse-to-fine* (the model's
+second context network, with a bin width w): twelve stages, the six above coding each subpixel's
+bin ⌊x_0 / w⌋ first, then the same six coding x_0 − w·bin inside the known bins, each with a 4-bit
+scale index.  A prefix that ends after the bins shows every subpixel to within its bin, so the
+exact stage's partial points are useful previews (docs/codec.md, "Coarse-to-fine exact stage").
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+import constriction
 
 from .entropy import PIXEL_MODEL, decode_raw_bits, encode_raw_bits
 from .tiling import TileLayout
@@ -66,6 +74,7 @@ class Stage:
 
 CONTEXT_SCALES = 2.0 ** ((np.arange(16) - 8) / 8.0)  # the learned stage's scale corrections: 2^-1 .. 2^0.875
 LINEAR, LEARNED = 0, 1  # the method bit of format version 4
+COARSE = 2  # ExactPlan.method of the coarse-to-fine stage: method bit LEARNED in a file with FLAG_COARSE_TO_FINE
 
 
 @dataclass(frozen=True)
@@ -160,17 +169,13 @@ class ExactLayout:
         return np.concatenate([x[s.plane][..., s.channel][self.selection(s)] for s in self.stages])
 
 
-def _predicted(mean: np.ndarray) -> np.ndarray:
-    """What a decoder shows for a subpixel the stream has not reached: its stage's mean, as a pixel value."""
-    return np.clip(np.rint(mean), 0.0, 255.0)
-
-
-def _read(coder, mean: np.ndarray, sd: np.ndarray, budget: float) -> tuple[np.ndarray, int]:
-    """The stage's values: the first ``budget`` from the coder, the rest predicted; and how many were read."""
+def _read(coder, mean: np.ndarray, sd: np.ndarray, budget: float, model=PIXEL_MODEL, top: int = 255
+          ) -> tuple[np.ndarray, int]:
+    """The stage's symbols (0..top): the first ``budget`` from the coder, the rest predicted; and how many were read."""
     take = int(min(len(mean), budget))
-    values = _predicted(mean)
+    values = np.clip(np.rint(mean), 0.0, float(top))  # what a decoder shows for a symbol the stream has not reached
     if take:
-        values[:take] = coder.decode(PIXEL_MODEL, mean[:take], sd[:take])
+        values[:take] = coder.decode(model, mean[:take], sd[:take])
     return values, take
 
 
@@ -205,8 +210,9 @@ def _stage_params(mu: np.ndarray, sd: np.ndarray, features: np.ndarray, q: tuple
     return mean, np.clip(sd * EXACT_SCALES[scale], 1e-2, 1e4)
 
 
-def stage_bits(x: np.ndarray, mean: np.ndarray, sd: np.ndarray, scales: np.ndarray = EXACT_SCALES) -> np.ndarray:
-    """Bits of integer samples ``x`` (0..255) under Eq. 13's discretized Gaussian for every scale in ``scales``.
+def stage_bits(x: np.ndarray, mean: np.ndarray, sd: np.ndarray, scales: np.ndarray = EXACT_SCALES, top: int = 255
+               ) -> np.ndarray:
+    """Bits of integer samples ``x`` (0..top) under Eq. 13's discretized Gaussian for every scale in ``scales``.
 
     The edge bins take the tails (as :data:`PIXEL_MODEL` does); the upper tail is computed from the
     survival function so that far-off samples keep their precision.  Returns shape (len(scales),).
@@ -214,7 +220,7 @@ def stage_bits(x: np.ndarray, mean: np.ndarray, sd: np.ndarray, scales: np.ndarr
     x_t, m_t = torch.from_numpy(x.astype(np.float64)), torch.from_numpy(mean)
     s = (torch.from_numpy(sd)[None, :] * torch.from_numpy(scales)[:, None]).clamp(1e-2, 1e4)
     lo = torch.where(x_t <= 0, torch.tensor(-math.inf, dtype=torch.float64), x_t - 0.5)
-    hi = torch.where(x_t >= 255, torch.tensor(math.inf, dtype=torch.float64), x_t + 0.5)
+    hi = torch.where(x_t >= top, torch.tensor(math.inf, dtype=torch.float64), x_t + 0.5)
     z_lo, z_hi = (lo - m_t) / s, (hi - m_t) / s
     upper = z_lo > 0
     p = torch.where(upper, torch.special.ndtr(-z_lo) - torch.special.ndtr(-z_hi),
@@ -460,3 +466,176 @@ def _known_mask(layout: ExactLayout, stage: Stage) -> np.ndarray:
     else:
         m[layout.first, : stage.channel] = True
     return m
+
+
+# --------------------------------------------------------------------------- coarse-to-fine stage (FLAG_COARSE_TO_FINE)
+
+def coarse_available(layout: ExactLayout, net) -> bool:
+    """The coarse-to-fine stage needs a coarse-to-fine network and a colour plane first (RGB, RGBA)."""
+    return net is not None and net.config.bin_width > 0 and layout.maps[0].shape[2] == 3
+
+
+def coarse_stages(layout: ExactLayout) -> list[tuple[bool, Stage]]:
+    """(fine, stage) in coding order: the colour plane's six stages coding bins, then the same six coding values."""
+    six = colour_stages(layout)
+    return [(False, s) for s in six] + [(True, s) for s in six]
+
+
+def _symbol_models(bin_width: int):
+    """constriction models of the coarse stages' bins (0 … 256/w − 1) and of the fine stages' offsets (0 … w − 1)."""
+    return (constriction.stream.model.QuantizedGaussian(0, 256 // bin_width - 1),
+            constriction.stream.model.QuantizedGaussian(0, bin_width - 1))
+
+
+def _coarse_outputs(net, layout: ExactLayout, inputs: ContextInputs, residuals: list[np.ndarray], centres: list[np.ndarray],
+                    stages: list[tuple[bool, Stage]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(δ, λ) per (fine, stage), one batch row each, as :func:`_context_outputs` (the masks zero what is unknown).
+
+    ``residuals[i]`` are the normalized residuals and ``centres[i]`` the normalized bin centres the decoder
+    holds at that stage (anything where it holds none: the masks zero it).
+    """
+    from diffcodec.models.context_net import coarse_stage_masks
+
+    h, w = layout.maps[0].shape[:2]
+    masks = coarse_stage_masks(h, w)
+    chw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))  # noqa: E731
+    n = len(stages)
+    order = [6 * int(fine) + 3 * int(s.second) + s.channel for fine, s in stages]
+    known = torch.stack([masks[i][0] for i in order])
+    bin_known = torch.stack([masks[i][1] for i in order])
+    coded = torch.stack([masks[i][2] for i in order])
+    residual = torch.stack([chw(r) for r in residuals]) * known
+    centre = torch.stack([chw(c) for c in centres]) * bin_known
+    xhat, y = chw(inputs.xhat).expand(n, -1, -1, -1), chw(inputs.y).expand(n, -1, -1, -1)
+    log_sigma = torch.full((n,), math.log(inputs.sigma), dtype=torch.float32)
+    with torch.no_grad():
+        delta, lam = net(xhat, y, residual, known, coded, log_sigma, centre, bin_known)
+    return [(delta[j].double().numpy().transpose(1, 2, 0), lam[j].double().numpy().transpose(1, 2, 0)) for j in range(n)]
+
+
+def _coarse_params(layout: ExactLayout, fine: bool, stage: Stage, inputs: ContextInputs, delta: np.ndarray,
+                   lam: np.ndarray, scale: float, bins: np.ndarray, bin_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the stage's symbols: bins (coarse) or offsets x − w·bin (fine).
+
+    Bin b holds [w·b − ½, w·b + w − ½) of the pixel axis, which is [b − ½, b + ½) in u = (x + ½)/w − ½: the
+    pixel Gaussian's mass per bin is Eq. 13's discretized Gaussian in u (the training loss computes the same).
+    """
+    mean, sd = _learned_params(layout, stage, inputs, delta, lam, scale)
+    if fine:
+        return mean - bin_width * bins, sd
+    return (mean + 0.5) / bin_width - 0.5, np.clip(sd / bin_width, 1e-2, 1e4)
+
+
+def _centres(inputs: ContextInputs, bins: np.ndarray, bin_width: int) -> np.ndarray:
+    """Normalized bin centres (w·b + (w − 1)/2 − μ)/σ_t: what the network sees of a decoded bin."""
+    return (bin_width * bins + (bin_width - 1) / 2.0 - inputs.mu) / inputs.sigma_pixels
+
+
+def plan_coarse(layout: ExactLayout, net, x: list[np.ndarray], inputs: ContextInputs,
+                mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None) -> ExactPlan:
+    """The encoder's estimate of the coarse-to-fine stage, as :func:`plan_learned` (the twelve stages in one batch)."""
+    bw = net.config.bin_width
+    stages = coarse_stages(layout)
+    bins = x[0].astype(np.int64) // bw
+    r, centre = _normalized(inputs, x[0]), _centres(inputs, bins, bw)
+    outputs = _coarse_outputs(net, layout, inputs, [r] * len(stages), [centre] * len(stages), stages)
+    bits, scales, stage_costs = 1.0, [], []
+    for (fine, stage), (delta, lam) in zip(stages, outputs):
+        sel, c = layout.selection(stage), stage.channel
+        b = bins[..., c][sel]
+        mean, s = _coarse_params(layout, fine, stage, inputs, delta, lam, 1.0, b, bw)
+        symbols, top = (x[0][..., c][sel] - bw * b, bw - 1) if fine else (b, 256 // bw - 1)
+        per = stage_bits(symbols, mean, s, CONTEXT_SCALES, top=top)
+        scales.append(int(np.argmin(per)))
+        stage_costs.append(4 + float(per.min()))
+        bits += stage_costs[-1]
+    rest = None
+    if layout.rest() is not None:
+        rest = plan(layout.rest(), x[1:], mu[1:], sd[1:])
+        bits += rest.bits
+    return ExactPlan(weights=None, scales=tuple(scales), bits=bits, method=COARSE, rest=rest, stage_bits=tuple(stage_costs))
+
+
+def encode_coarse(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.ndarray], inputs: ContextInputs,
+                  mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None,
+                  on_stage: Callable[[int], None] | None = None) -> None:
+    """Write the coarse-to-fine stage of planes ``x`` (uint8, the colour plane first) as planned, method bit included.
+
+    ``on_stage(n)`` is called after each stage with the symbols written so far (bins count as symbols).
+    """
+    bw = net.config.bin_width
+    bin_model, fine_model = _symbol_models(bw)
+    encode_raw_bits(coder, LEARNED, 1)
+    bins = x[0].astype(np.int64) // bw
+    r, centre = _normalized(inputs, x[0]), _centres(inputs, bins, bw)
+    everything = np.ones(r.shape, dtype=bool)
+    done = 0
+    for (fine, stage), scale in zip(coarse_stages(layout), p.scales):
+        exact_known = _known_mask(layout, stage) if fine else np.zeros(r.shape, dtype=bool)
+        bin_known = everything if fine else _known_mask(layout, stage)
+        (delta, lam), = _coarse_outputs(net, layout, inputs, [np.where(exact_known, r, 0.0)],
+                                        [np.where(bin_known, centre, 0.0)], [(fine, stage)])
+        sel, c = layout.selection(stage), stage.channel
+        b = bins[..., c][sel]
+        mean, s = _coarse_params(layout, fine, stage, inputs, delta, lam, CONTEXT_SCALES[scale], b, bw)
+        encode_raw_bits(coder, scale, 4)
+        if fine:
+            coder.encode((x[0][..., c][sel] - bw * b).astype(np.int32), fine_model, mean, s)
+        else:
+            coder.encode(b.astype(np.int32), bin_model, mean, s)
+        done += int(sel.sum())
+        if on_stage is not None:
+            on_stage(done)
+    if p.rest is not None:
+        encode(coder, layout.rest(), p.rest, x[1:], mu[1:], sd[1:],
+               on_stage=None if on_stage is None else (lambda n: on_stage(done + n)))
+
+
+def decode_coarse(coder, layout: ExactLayout, net, inputs: ContextInputs,
+                  mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None, limit: float = math.inf
+                  ) -> list[np.ndarray]:
+    """Read the coarse-to-fine stage (after its method bit): the planes as uint8, the colour plane first.
+
+    Only the first ``limit`` symbols are read (bins, then offsets, in coding order).  An unread bin is
+    the bin of its predicted mean; an unread value is the fine stage's mean, clipped to its bin.
+    """
+    bw = net.config.bin_width
+    bin_model, fine_model = _symbol_models(bw)
+    shape = inputs.xhat.shape
+    bins = np.zeros(shape, dtype=np.int64)
+    x = np.zeros(shape, dtype=np.uint8)
+    r, centre = np.zeros(shape), np.zeros(shape)
+    for fine, stage in coarse_stages(layout):
+        sel, c = layout.selection(stage), stage.channel
+        scale = decode_raw_bits(coder, 4) if limit > 0 else 0
+        (delta, lam), = _coarse_outputs(net, layout, inputs, [r], [centre], [(fine, stage)])
+        b = bins[..., c][sel]
+        mean, s = _coarse_params(layout, fine, stage, inputs, delta, lam, CONTEXT_SCALES[scale], b, bw)
+        if fine:
+            offsets, read = _read(coder, mean, s, limit, fine_model, bw - 1)
+            values = bw * b + offsets.astype(np.int64)
+            x[..., c][sel] = values.astype(np.uint8)
+            r[..., c][sel] = (values - inputs.mu[..., c][sel]) / inputs.sigma_pixels
+        else:
+            decoded, read = _read(coder, mean, s, limit, bin_model, 256 // bw - 1)
+            bins[..., c][sel] = decoded.astype(np.int64)
+            centre[..., c][sel] = _centres(inputs, bins, bw)[..., c][sel]
+        limit -= read
+    rest = layout.rest()
+    return [x] + (decode(coder, rest, mu[1:], sd[1:], limit) if rest is not None else [])
+
+
+def coarse_coding_order(layout: ExactLayout, x: list[np.ndarray], bin_width: int) -> np.ndarray:
+    """The coarse-to-fine stage's symbols as the stream codes them: the colour plane's bins stage by stage, then
+    its offsets inside the bins, then the planes after it (alpha) as :meth:`ExactLayout.coding_order`.
+
+    A partial truncation point's count is a prefix of this sequence (docs/format.md).
+    """
+    colour = x[0].astype(np.int64)
+    bins = colour // bin_width
+    parts = [bins[..., s.channel][layout.selection(s)] for s in colour_stages(layout)]
+    parts += [(colour - bin_width * bins)[..., s.channel][layout.selection(s)] for s in colour_stages(layout)]
+    rest = layout.rest()
+    if rest is not None:
+        parts.append(rest.coding_order(x[1:]).astype(np.int64))
+    return np.concatenate(parts)

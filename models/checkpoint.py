@@ -36,15 +36,17 @@ class DiffusionModel:
     """A trained ε-network with the diffusion it was trained on, ready for inference."""
 
     def __init__(self, net: UNet, schedule: ScheduleConfig, variance: VarianceKind, meta: dict | None = None,
-                 context: ContextNet | None = None):
+                 context: ContextNet | None = None, coarse: ContextNet | None = None):
         self.net = net.eval()
         self.context = context.eval() if context is not None else None
+        self.coarse = coarse.eval() if coarse is not None else None  # the coarse-to-fine exact stage's network
         self.schedule = schedule
         self.variance = VarianceKind(variance)
         self.diffusion = GaussianDiffusion.from_config(schedule)
         self.meta = meta or {}
         self._identity: bytes | None = None
         self._codec_identity: bytes | None = None
+        self._coarse_identity: bytes | None = None
 
     @property
     def config(self) -> UNetConfig:
@@ -74,12 +76,21 @@ class DiffusionModel:
                 self._codec_identity = self.identity
             else:
                 h = hashlib.sha256(self.identity)
-                h.update(json.dumps(self.context.config.to_dict(), sort_keys=True).encode())
-                for name, tensor in sorted(self.context.state_dict().items()):
-                    h.update(name.encode())
-                    h.update(tensor.detach().float().contiguous().numpy().tobytes())
+                _hash_network(h, self.context)
                 self._codec_identity = h.digest()
         return self._codec_identity
+
+    @property
+    def coarse_identity(self) -> bytes:
+        """32-byte SHA-256 of :attr:`codec_identity` and the coarse-to-fine network: the model id of files with
+        FLAG_COARSE_TO_FINE.  Adding that network to a checkpoint leaves every other file decodable with it."""
+        if self.coarse is None:
+            raise ValueError("the model has no coarse-to-fine network")
+        if self._coarse_identity is None:
+            h = hashlib.sha256(self.codec_identity)
+            _hash_network(h, self.coarse)
+            self._coarse_identity = h.digest()
+        return self._coarse_identity
 
     def describe(self) -> dict:
         return {"unet": self.config.to_dict(), "schedule": self.schedule.to_dict(), "variance": self.variance.value}
@@ -94,6 +105,13 @@ class DiffusionModel:
         return out, None
 
 
+def _hash_network(h, net: ContextNet) -> None:
+    h.update(json.dumps(net.config.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().contiguous().numpy().tobytes())
+
+
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Write atomically (temporary file, then rename) so a killed job never leaves half a file."""
     path = Path(path)
@@ -106,7 +124,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
 def export_weights(training_checkpoint: dict, half: bool = True) -> dict:
     """The shippable part of a training checkpoint: configs and EMA weights (fp16 if ``half``)."""
     ema = {k: (v.half() if half and v.is_floating_point() else v) for k, v in training_checkpoint["ema"].items()}
-    keep = ("format", "unet", "schedule", "variance", "step", "images_seen", "data", "objective", "context")
+    keep = ("format", "unet", "schedule", "variance", "step", "images_seen", "data", "objective", "context", "coarse_context")
     out = {k: training_checkpoint[k] for k in keep if k in training_checkpoint}
     out["ema"] = ema
     return out
@@ -150,15 +168,21 @@ def model_from_checkpoint(ckpt: dict, source: str = "<checkpoint>") -> Diffusion
     except RuntimeError as exc:
         raise CheckpointError(f"{source}: weights do not match its config ({str(exc).splitlines()[0]})") from None
     meta = {k: ckpt[k] for k in ("step", "images_seen", "data", "objective") if k in ckpt}
-    context = None
-    if "context" in ckpt:
-        context = ContextNet(ContextNetConfig.from_dict(ckpt["context"]["config"]))
+    nets = {}
+    for key in ("context", "coarse_context"):
+        if key not in ckpt:
+            continue
+        nets[key] = ContextNet(ContextNetConfig.from_dict(ckpt[key]["config"]))
         try:
-            context.load_state_dict({k: v.float() for k, v in ckpt["context"]["weights"].items()})
+            nets[key].load_state_dict({k: v.float() for k, v in ckpt[key]["weights"].items()})
         except RuntimeError as exc:
-            raise CheckpointError(f"{source}: context network weights do not match its config ({str(exc).splitlines()[0]})") from None
-        meta["context"] = {k: v for k, v in ckpt["context"].items() if k != "weights"}
-    return DiffusionModel(net, ScheduleConfig.from_dict(ckpt["schedule"]), VarianceKind(ckpt["variance"]), meta, context)
+            raise CheckpointError(f"{source}: {key} network weights do not match its config ({str(exc).splitlines()[0]})") from None
+        meta[key] = {k: v for k, v in ckpt[key].items() if k != "weights"}
+    coarse = nets.get("coarse_context")
+    if coarse is not None and not coarse.config.bin_width:
+        raise CheckpointError(f"{source}: its coarse_context network has no bin width")
+    return DiffusionModel(net, ScheduleConfig.from_dict(ckpt["schedule"]), VarianceKind(ckpt["variance"]), meta,
+                          nets.get("context"), coarse)
 
 
 def context_entry(net: ContextNet, **info) -> dict:

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .context_net import ContextNet, ContextNetConfig, stage_masks
+from .context_net import ContextNet, ContextNetConfig, coarse_stage_masks, stage_masks
 
 # Timesteps (0-based, as the model takes them) where the codec's exact stage starts: the quad-spaced
 # 50-step chain's states from x_5 to x_111 (paper t = timestep + 1).
@@ -38,10 +38,10 @@ class ContextTrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-def discretized_gaussian_bits(x: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
-    """−log₂ P(x) of integer pixels x (0..255) under N(mean, sd²) with the tails in the edge bins (Eq. 13)."""
+def discretized_gaussian_bits(x: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor, top: int = 255) -> torch.Tensor:
+    """−log₂ P(x) of integers x (0..top) under N(mean, sd²) with the tails in the edge bins (Eq. 13 for top = 255)."""
     lo = torch.where(x <= 0, torch.full_like(x, -1e9), x - 0.5)
-    hi = torch.where(x >= 255, torch.full_like(x, 1e9), x + 0.5)
+    hi = torch.where(x >= top, torch.full_like(x, 1e9), x + 0.5)
     z_lo, z_hi = (lo - mean) / sd, (hi - mean) / sd
     upper = z_lo > 0  # above the mean: difference of survival functions keeps the precision
     p = torch.where(upper, torch.special.ndtr(-z_lo) - torch.special.ndtr(-z_hi),
@@ -55,6 +55,8 @@ def stage_bits(net: ContextNet, pixels: torch.Tensor, xhat: torch.Tensor, y: tor
 
     ``pixels`` (B, 3, H, W) integers as floats; ``xhat``, ``y`` in model space; ``sigma`` (B,) is σ_t.
     """
+    if net.config.bin_width:
+        return coarse_stage_bits(net, pixels, xhat, y, sigma)
     b, _, h, w = pixels.shape
     masks = stage_masks(h, w)
     n = len(masks)
@@ -70,6 +72,48 @@ def stage_bits(net: ContextNet, pixels: torch.Tensor, xhat: torch.Tensor, y: tor
     bits = discretized_gaussian_bits(rep(pixels), mean, sd) * coded
     per_image = bits.view(b, n, -1).sum(dim=(1, 2))
     return bits.sum() / coded.sum(), per_image
+
+
+def coarse_to_fine(mean: torch.Tensor, sd: torch.Tensor, bin_width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The coarse stages' Gaussian over bin indices, from the Gaussian N(mean, sd²) over pixel values.
+
+    Bin b holds the values w·b … w·b + w − 1, the interval [w·b − ½, w·(b + 1) − ½): in the units
+    u = (x + ½)/w − ½ that is [b − ½, b + ½), so Eq. 13's discretized Gaussian of mean (mean + ½)/w − ½
+    and standard deviation sd/w gives each bin its mass (the edge bins take the tails, as for pixels).
+    """
+    return (mean + 0.5) / bin_width - 0.5, sd / bin_width
+
+
+def coarse_stage_bits(net: ContextNet, pixels: torch.Tensor, xhat: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`stage_bits` for a coarse-to-fine network: six stages of bins, then six of values inside them.
+
+    A fine stage codes x − w·b (0 … w − 1) with the discretized Gaussian of mean − w·b, its edge bins
+    taking the tails, as the codec does with constriction's QuantizedGaussian.
+    """
+    bw = net.config.bin_width
+    b, _, h, w = pixels.shape
+    masks = coarse_stage_masks(h, w)
+    n = len(masks)
+    known = torch.stack([k for k, _, _ in masks]).repeat(b, 1, 1, 1)
+    bin_known = torch.stack([k for _, k, _ in masks]).repeat(b, 1, 1, 1)
+    coded = torch.stack([c for _, _, c in masks]).repeat(b, 1, 1, 1)
+    is_coarse = (torch.arange(n) < n // 2).repeat(b).view(-1, 1, 1, 1)
+    s = (sigma * 127.5).view(b, 1, 1, 1)
+    mu = (xhat + 1.0) * 127.5
+    bins = torch.div(pixels, bw, rounding_mode="floor")
+    rep = lambda a: a.repeat_interleave(n, 0)  # noqa: E731
+    residual = rep((pixels - mu) / s) * known
+    centre = rep((bw * bins + (bw - 1) / 2 - mu) / s) * bin_known
+    delta, lam = net(rep(xhat), rep(y), residual, known, coded, rep(torch.log(sigma)), centre, bin_known)
+    mean = rep(mu) + rep(s) * delta
+    sd = (rep(s) * torch.exp(lam)).clamp(1e-2, 1e4)
+    m_c, s_c = coarse_to_fine(mean, sd, bw)
+    coarse = discretized_gaussian_bits(rep(bins), m_c, s_c.clamp(1e-2, 1e4), top=256 // bw - 1)
+    fine = discretized_gaussian_bits(rep(pixels - bw * bins), mean - bw * rep(bins), sd, top=bw - 1)
+    bits = torch.where(is_coarse, coarse, fine) * coded
+    per_image = bits.view(b, n, -1).sum(dim=(1, 2))
+    return bits.sum() / (coded.sum() / 2), per_image
 
 
 @torch.no_grad()
@@ -99,11 +143,14 @@ def make_pairs(model, images: np.ndarray, config: ContextTrainConfig, batch: int
 
 
 def train_context_net(pairs: dict[str, torch.Tensor], net_config: ContextNetConfig, config: ContextTrainConfig,
-                      log: Callable[[int, float], None] | None = None) -> ContextNet:
-    """Fit a ContextNet on ``pairs`` (make_pairs): Adam with a one-cycle schedule, random crops and flips."""
+                      log: Callable[[int, float], None] | None = None, init: ContextNet | None = None) -> ContextNet:
+    """Fit a ContextNet on ``pairs`` (make_pairs): Adam with a one-cycle schedule, random crops and flips.
+
+    ``init`` (optional, of config ``net_config``) is the network to start from instead of a new one.
+    """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    net = ContextNet(net_config)
+    net = ContextNet(net_config) if init is None else init.train()
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=config.steps, pct_start=max(0.05, 2.0 / config.steps))
     n, _, h, w = pairs["pixels"].shape

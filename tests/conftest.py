@@ -17,10 +17,12 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_UNET = UNetConfig(base_channels=8, channel_mult=(1, 2), attention_resolutions=(16,), fourier_features=(7,), dropout=0.0)
 
 
-def make_tiny_model(seed: int = 0, learn_sigma: bool = True, num_steps: int = 1000, context: bool = False) -> DiffusionModel:
+def make_tiny_model(seed: int = 0, learn_sigma: bool = True, num_steps: int = 1000, context: bool = False,
+                    coarse: int = 0) -> DiffusionModel:
     """A random 32×32 U-Net with non-zero output layer (a zero-initialised one would predict ε = 0).
 
-    ``context``: with a tiny random context network for the learned exact stage (tiny_context_net).
+    ``context``: with a tiny random context network for the learned exact stage (tiny_context_net);
+    ``coarse``: with a tiny random coarse-to-fine network for bins of this width (0: none).
     """
     torch.manual_seed(seed)
     config = UNetConfig(**{**TINY_UNET.to_dict(), "learn_sigma": learn_sigma})
@@ -30,13 +32,14 @@ def make_tiny_model(seed: int = 0, learn_sigma: bool = True, num_steps: int = 10
             p.normal_(0.0, 0.05)
     variance = VarianceKind.LEARNED_RANGE if learn_sigma else VarianceKind.FIXED_SMALL
     return DiffusionModel(net, ScheduleConfig(num_steps=num_steps), variance,
-                          context=tiny_context_net(seed) if context else None)
+                          context=tiny_context_net(seed) if context else None,
+                          coarse=tiny_context_net(seed, coarse) if coarse else None)
 
 
-def tiny_context_net(seed: int = 0) -> ContextNet:
+def tiny_context_net(seed: int = 0, bin_width: int = 0) -> ContextNet:
     """A random context network with a small non-zero output layer (zero-initialised it would be the identity)."""
-    torch.manual_seed(seed + 1000)
-    net = ContextNet(ContextNetConfig(width=8, blocks=1))
+    torch.manual_seed(seed + 1000 + bin_width)
+    net = ContextNet(ContextNetConfig(width=8, blocks=1, bin_width=bin_width))
     with torch.no_grad():
         net.out.weight.normal_(0.0, 0.05)
     return net

@@ -132,6 +132,33 @@ def test_encode_exact_method(work, model, tmp_path):
     assert np.array_equal(read_pixels(tmp_path / "c.png"), pixels)
 
 
+def test_coarse_exact_method_end_to_end(work, model, tmp_path):
+    """--exact-method coarse: one line without a coarse-to-fine network; with one, the table's partial points, info and
+    a decode cut after the bins (every subpixel within its bin of 16 levels) and of the whole file."""
+    from diffcodec.models.checkpoint import context_entry, load_model
+
+    from conftest import tiny_checkpoint_dict, tiny_context_net
+
+    image = work / "coarse.png"
+    pixels = random_image(image, 6, 6, "RGB", seed=6)
+    assert_one_line_error(run("encode", image, "-o", tmp_path / "x.dfc", "--model", model, "--exact-method", "coarse", *FAST,
+                              expect=None), "coarse-to-fine")
+    path = tmp_path / "coarse.pt"
+    checkpoint.save_checkpoint(path, {**tiny_checkpoint_dict(load_model(model)), "context": context_entry(tiny_context_net()),
+                                      "coarse_context": context_entry(tiny_context_net(0, 16))})
+    dfc = tmp_path / "c.dfc"
+    table = run("encode", image, "-o", dfc, "--model", path, "--exact-method", "coarse", "--points", "99", *FAST)
+    assert "coarse-to-fine exact stage" in table.stdout and "0 (50%)" in table.stdout  # the bins end halfway
+    info = run("info", dfc)
+    assert "coarse-to-fine exact stage" in info.stdout and "0 (50%)" in info.stdout
+    half = last_json(run("info", dfc, "--json"))["points"]
+    at = next(k for k, p in enumerate(half, start=1) if p.get("subpixels") == pixels.size)
+    run("decode", dfc, "-o", tmp_path / "bins.png", "--model", path, "--max-bytes", half[at - 1]["bytes"])
+    assert np.array_equal(read_pixels(tmp_path / "bins.png") // 16, pixels // 16)
+    run("decode", dfc, "-o", tmp_path / "all.png", "--model", path)
+    assert np.array_equal(read_pixels(tmp_path / "all.png"), pixels)
+
+
 def test_encode_human_table(encoded, work, model):
     result = run("encode", encoded["image"], "-o", work / "table.dfc", "--model", model, *FAST)
     lines = result.stdout.splitlines()

@@ -381,7 +381,8 @@ def _partial_file(points: list[tuple[int, int, int]], crc: int | None = 0) -> Df
     lambda: _header(num_steps=MAX_STEPS + 1),
     lambda: _header(chunk_bits=64),
     lambda: _header(threads=256),
-    lambda: _header(flags=2),  # no version defines bit 1
+    lambda: _header(flags=4),  # no version defines bit 2
+    lambda: _header(flags=container.FLAG_COARSE_TO_FINE, version=3, model_id=bytes(8)),  # a version-4 flag
     lambda: _header(flags=container.FLAG_PARTIAL_POINTS, version=3, model_id=bytes(8)),  # a version-4 flag
     lambda: _header(exact_from=11),  # exact_from > num_steps = 10
     lambda: _header(num_steps=1, exact_from=2),
@@ -570,3 +571,17 @@ def test_stream_position_orders_lossy_then_partial_then_exact():
     order = [(1000, None), (8, None), (0, 0.2), (0, 0.5), (0, None)]
     keys = [stream_position(t, p) for t, p in order]
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_coarse_to_fine_flag_round_trips_and_counts_its_symbols() -> None:
+    """FLAG_COARSE_TO_FINE (version 4) changes no byte layout; describe() counts a bin more per colour subpixel."""
+    flags = container.FLAG_PARTIAL_POINTS | container.FLAG_COARSE_TO_FINE
+    pts = (TruncationPoint(5, 0, 0), TruncationPoint(0, 1, 0, 3), TruncationPoint(0, 2, 0))
+    f = DfcFile(_header(flags=flags, mode="RGB"), pts, np.zeros(2, np.uint32), 0)
+    g = decode_file(encode_file(f))
+    assert g.header.flags == flags and [p.subpixels for p in g.points] == [0, 3, 0]
+    d = describe(g)
+    h = g.header
+    assert d["coarse_to_fine"] and d["exact_symbols"] == h.width * h.height * (len(h.mode) + 3)
+    plain = describe(_partial_file([(5, 0, 0), (0, 1, 3), (0, 2, 0)]))
+    assert not plain["coarse_to_fine"] and plain["exact_symbols"] == h.width * h.height * 1  # an L image
