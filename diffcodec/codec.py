@@ -571,12 +571,14 @@ def encode(
     recorder = _Recorder(coder)  # what the exact stage writes, so the encoder can replay partial decodes
     on_stage = lambda done: stage_marks.append((done, coder.num_words()))  # noqa: E731
     coarse = plan.method == exact.COARSE
+    stage_outputs: list | None = None  # the network's outputs per stage, reused by the replays below
     if plan.method in (exact.LEARNED, exact.COARSE):
         write = exact.encode_coarse if coarse else exact.encode_learned
+        stage_outputs = []
         with torch_threads(config.threads):  # the decoder runs the context network on the header's thread count
             write(recorder, planes, model.coarse if coarse else model.context, plan, pixel_planes,
                   _context_inputs(chain, planes, stop_pred, states[stop].astype(np.float64), index),
-                  *_exact_planes(chain, planes, stop_pred, index), on_stage=on_stage)
+                  *_exact_planes(chain, planes, stop_pred, index), on_stage=on_stage, outputs=stage_outputs)
     else:
         encode_raw_bits(recorder, exact.LINEAR, 1)
         exact.encode(recorder, planes, plan, pixel_planes, *_exact_planes(chain, planes, stop_pred, index), on_stage=on_stage)
@@ -595,7 +597,7 @@ def encode(
         with torch_threads(config.threads):
             for j, (done, _) in enumerate(partials):
                 flat = _decode_exact(_Replay(recorder.symbols), chain, planes, stop_pred, states[stop].astype(np.float64),
-                                     index, VERSION, limit=done, coarse=coarse)
+                                     index, VERSION, limit=done, coarse=coarse, known_outputs=stage_outputs)
                 reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + float(costs[j]), partial=done / len(exact_seq),
                                           rmse=_rmse(layout, layout.fill_replicated(flat.reshape(layout.shape)), pixels)))
     reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + exact_costs[stop].bits, rmse=0.0))
@@ -806,7 +808,7 @@ def _num_symbols(planes: exact.ExactLayout, coarse_net=None) -> int:
 
 
 def _decode_exact(coder, chain: _Chain, planes: exact.ExactLayout | None, pred, x: np.ndarray, index: int, version: int,
-                  limit: float = math.inf, coarse: bool = False) -> np.ndarray:
+                  limit: float = math.inf, coarse: bool = False, known_outputs: list | None = None) -> np.ndarray:
     """The exact stage from the state x at chain index ``index``: x_0's pixels as flat uint8 tiles.
 
     Past ``limit`` subpixels (coding order; a partial truncation point) each is its stage's predicted
@@ -823,7 +825,7 @@ def _decode_exact(coder, chain: _Chain, planes: exact.ExactLayout | None, pred, 
                 raise StreamMismatchError("the stream's exact stage needs a context network and a colour image")
             read = exact.decode_coarse if coarse else exact.decode_learned
             values = read(coder, planes, net, _context_inputs(chain, planes, pred, x, index),
-                          *_exact_planes(chain, planes, pred, index), limit=limit)
+                          *_exact_planes(chain, planes, pred, index), limit=limit, known_outputs=known_outputs)
         else:
             values = exact.decode(coder, planes, *_exact_planes(chain, planes, pred, index), limit=limit)
         for m, v in zip(planes.maps, values):

@@ -408,10 +408,11 @@ def plan_learned(layout: ExactLayout, net, x: list[np.ndarray], inputs: ContextI
 
 def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.ndarray], inputs: ContextInputs,
                    mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None,
-                   on_stage: Callable[[int], None] | None = None) -> None:
+                   on_stage: Callable[[int], None] | None = None, outputs: list | None = None) -> None:
     """Write the learned stage of planes ``x`` (uint8, the colour plane first) as planned, method bit included.
 
-    ``on_stage`` as for :func:`encode`.
+    ``on_stage`` as for :func:`encode`; ``outputs``, if given, receives each stage's network outputs (for
+    :func:`decode_learned`'s ``known_outputs``).
     """
     encode_raw_bits(coder, LEARNED, 1)
     r = _normalized(inputs, x[0])
@@ -421,6 +422,8 @@ def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.nda
         known_mask = _known_mask(layout, stage)
         known[known_mask] = r[known_mask]
         (delta, lam), = _context_outputs(net, layout, inputs, [known], [stage])
+        if outputs is not None:
+            outputs.append((delta, lam))
         mean, s = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
         encode_raw_bits(coder, scale, 4)
         sel = layout.selection(stage)
@@ -434,21 +437,27 @@ def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.nda
 
 
 def decode_learned(coder, layout: ExactLayout, net, inputs: ContextInputs,
-                   mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None, limit: float = math.inf
-                   ) -> list[np.ndarray]:
+                   mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None, limit: float = math.inf,
+                   known_outputs: list | None = None) -> list[np.ndarray]:
     """Read the learned stage (after its method bit): the planes as uint8, the colour plane first.
 
     ``limit`` as for :func:`decode`: past it, each subpixel is the network's mean given what was read
-    and predicted before it.
+    and predicted before it.  ``known_outputs`` (the encoder's, from :func:`encode_learned`) stand in for
+    the network on stages whose earlier stages were read whole: their inputs are the encoder's.
     """
     x = np.zeros(inputs.xhat.shape, dtype=np.uint8)
     r = np.zeros(inputs.xhat.shape)
-    for stage in colour_stages(layout):
+    whole = True  # every stage so far read in full
+    for k, stage in enumerate(colour_stages(layout)):
         sel, c = layout.selection(stage), stage.channel
         scale = decode_raw_bits(coder, 4) if limit > 0 else 0
-        (delta, lam), = _context_outputs(net, layout, inputs, [r], [stage])
+        if whole and known_outputs is not None:
+            delta, lam = known_outputs[k]
+        else:
+            (delta, lam), = _context_outputs(net, layout, inputs, [r], [stage])
         mean, s = _learned_params(layout, stage, inputs, delta, lam, CONTEXT_SCALES[scale])
         values, read = _read(coder, mean, s, limit)
+        whole = whole and read == len(mean)
         limit -= read
         x[..., c][sel] = values.astype(np.uint8)
         r[..., c][sel] = (values - inputs.mu[..., c][sel]) / inputs.sigma_pixels
@@ -558,10 +567,11 @@ def plan_coarse(layout: ExactLayout, net, x: list[np.ndarray], inputs: ContextIn
 
 def encode_coarse(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.ndarray], inputs: ContextInputs,
                   mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None,
-                  on_stage: Callable[[int], None] | None = None) -> None:
+                  on_stage: Callable[[int], None] | None = None, outputs: list | None = None) -> None:
     """Write the coarse-to-fine stage of planes ``x`` (uint8, the colour plane first) as planned, method bit included.
 
-    ``on_stage(n)`` is called after each stage with the symbols written so far (bins count as symbols).
+    ``on_stage(n)`` is called after each stage with the symbols written so far (bins count as symbols);
+    ``outputs`` as for :func:`encode_learned`.
     """
     bw = net.config.bin_width
     bin_model, fine_model = _symbol_models(bw)
@@ -575,6 +585,8 @@ def encode_coarse(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.ndar
         bin_known = everything if fine else _known_mask(layout, stage)
         (delta, lam), = _coarse_outputs(net, layout, inputs, [np.where(exact_known, r, 0.0)],
                                         [np.where(bin_known, centre, 0.0)], [(fine, stage)])
+        if outputs is not None:
+            outputs.append((delta, lam))
         sel, c = layout.selection(stage), stage.channel
         b = bins[..., c][sel]
         mean, s = _coarse_params(layout, fine, stage, inputs, delta, lam, CONTEXT_SCALES[scale], b, bw)
@@ -592,12 +604,13 @@ def encode_coarse(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.ndar
 
 
 def decode_coarse(coder, layout: ExactLayout, net, inputs: ContextInputs,
-                  mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None, limit: float = math.inf
-                  ) -> list[np.ndarray]:
+                  mu: list[np.ndarray] | None = None, sd: list[np.ndarray] | None = None, limit: float = math.inf,
+                  known_outputs: list | None = None) -> list[np.ndarray]:
     """Read the coarse-to-fine stage (after its method bit): the planes as uint8, the colour plane first.
 
     Only the first ``limit`` symbols are read (bins, then offsets, in coding order).  An unread bin is
     the bin of its predicted mean; an unread value is the fine stage's mean, clipped to its bin.
+    ``known_outputs`` as for :func:`decode_learned`.
     """
     bw = net.config.bin_width
     bin_model, fine_model = _symbol_models(bw)
@@ -605,10 +618,14 @@ def decode_coarse(coder, layout: ExactLayout, net, inputs: ContextInputs,
     bins = np.zeros(shape, dtype=np.int64)
     x = np.zeros(shape, dtype=np.uint8)
     r, centre = np.zeros(shape), np.zeros(shape)
-    for fine, stage in coarse_stages(layout):
+    whole = True  # every stage so far read in full
+    for k, (fine, stage) in enumerate(coarse_stages(layout)):
         sel, c = layout.selection(stage), stage.channel
         scale = decode_raw_bits(coder, 4) if limit > 0 else 0
-        (delta, lam), = _coarse_outputs(net, layout, inputs, [r], [centre], [(fine, stage)])
+        if whole and known_outputs is not None:
+            delta, lam = known_outputs[k]
+        else:
+            (delta, lam), = _coarse_outputs(net, layout, inputs, [r], [centre], [(fine, stage)])
         b = bins[..., c][sel]
         mean, s = _coarse_params(layout, fine, stage, inputs, delta, lam, CONTEXT_SCALES[scale], b, bw)
         if fine:
@@ -621,6 +638,7 @@ def decode_coarse(coder, layout: ExactLayout, net, inputs: ContextInputs,
             bins[..., c][sel] = decoded.astype(np.int64)
             centre[..., c][sel] = _centres(inputs, bins, bw)[..., c][sel]
         limit -= read
+        whole = whole and read == len(mean)
     rest = layout.rest()
     return [x] + (decode(coder, rest, mu[1:], sd[1:], limit) if rest is not None else [])
 
