@@ -8,7 +8,9 @@ x_0 is scored under the discretized Gaussian N(x̂_0(x_t), (c·σ_t)²), σ_t = 
 That is compared with L_0 + Σ_{s ≤ t} L_{s−1} from one ELBO estimate on the same images, and with
 the exact stage of format version 3 (``predicted_bpd``: checkerboard and channel residual prediction,
 diffcodec/exact.py, side information included), the learned exact stage of version 4 (``learned_bpd``:
-the model's context network, side information included; when the model has one), and the correlations of the residuals x_0 − x̂_0
+the model's context network, side information included; when the model has one), the coarse-to-fine stage
+(``coarse_bpd``, and ``coarse_bins_bpd`` for its six bin stages alone: what a prefix that shows every subpixel
+to within its bin costs; when the model has a coarse-to-fine network), and the correlations of the residuals x_0 − x̂_0
 between horizontal neighbours and between channels (R–G, R–B, G–B) that the prediction exploits.
 """
 
@@ -67,7 +69,7 @@ def main() -> None:
         best = int(np.argmin(bits))
         planes = exact.ExactLayout(TileLayout(x0.shape[2], x0.shape[3], "RGB"))
         pixels = torch.round((x0 + 1) * 127.5).numpy()
-        predicted, learned = 0.0, 0.0
+        predicted, learned, coarse, coarse_bins = 0.0, 0.0, 0.0, 0.0
         abar = float(d.alphas_cumprod[i])
         for j in range(n):
             mu, sd = pixel_gaussian_params(mean[j].double().numpy().reshape(-1), log_var[j].double().numpy().reshape(-1))
@@ -77,6 +79,10 @@ def main() -> None:
                 inputs = exact.ContextInputs(xhat=hwc(p["pred_xstart"][j]), y=hwc(x_t[j]) / math.sqrt(abar),
                                              sigma=math.sqrt((1 - abar) / abar))
                 learned += exact.plan_learned(planes, model.context, [pixels[j].transpose(1, 2, 0)], inputs).bits
+            if model.coarse is not None:
+                plan = exact.plan_coarse(planes, model.coarse, [pixels[j].transpose(1, 2, 0)], inputs)
+                coarse += plan.bits
+                coarse_bins += sum(plan.stage_bits[:6])
         r = ((x0 - mean) * 127.5).double().numpy()  # residuals x_0 − x̂_0, pixel units, (n, 3, 32, 32)
         horizontal = float(np.corrcoef(r[..., :-1].ravel(), r[..., 1:].ravel())[0, 1])
         channels = np.corrcoef(r.transpose(1, 0, 2, 3).reshape(3, -1))
@@ -84,9 +90,14 @@ def main() -> None:
                      "residual_corr_horizontal": horizontal,
                      "residual_corr_channels": [float(channels[0, 1]), float(channels[0, 2]), float(channels[1, 2])],
                      "predicted_bpd": predicted / (n * dims),
-                     "learned_bpd": learned / (n * dims) if model.context is not None else None, "elbo_tail_bpd": decoder + float(steps[:i].sum())})
+                     "learned_bpd": learned / (n * dims) if model.context is not None else None,
+                     "coarse_bpd": coarse / (n * dims) if model.coarse is not None else None,
+                     "coarse_bins_bpd": coarse_bins / (n * dims) if model.coarse is not None else None,
+                     "elbo_tail_bpd": decoder + float(steps[:i].sum())})
         print(f"x_{rows[-1]['t']}: direct {bits[best]:.3f} bits/dim (c={EXACT_SCALES[best]:.2f}), "
-              f"with residual prediction {rows[-1]['predicted_bpd']:.3f}, learned {rows[-1]['learned_bpd'] or float('nan'):.3f}, ELBO's remaining terms {rows[-1]['elbo_tail_bpd']:.3f}")
+              f"with residual prediction {rows[-1]['predicted_bpd']:.3f}, learned {rows[-1]['learned_bpd'] or float('nan'):.3f}, "
+              f"coarse-to-fine {rows[-1]['coarse_bpd'] or float('nan'):.3f} (bins {rows[-1]['coarse_bins_bpd'] or float('nan'):.3f}), "
+              f"ELBO's remaining terms {rows[-1]['elbo_tail_bpd']:.3f}")
     print(json.dumps({"negative_elbo_bpd": float(elbo.total.mean()), "rows": rows}))
 
 

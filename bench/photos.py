@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from diffcodec.baselines import available_codecs, lossy_sweep, measure
-from diffcodec.codec import CodecConfig, decode, encode
+from diffcodec.codec import EXACT_METHODS, CodecConfig, decode, encode
 from diffcodec.images import load_centre_crops
 from diffcodec.models.checkpoint import load_model
 from diffcodec.evaluate import dataset_bpd
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the encoder")
     ap.add_argument("--search-threads", type=int, default=None, help="PFR search threads (default: the codec's, every core)")
+    ap.add_argument("--exact-method", default=CodecConfig.exact_method, choices=list(EXACT_METHODS))
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -46,7 +47,8 @@ def main() -> None:
     rows, results = [], []
     for px in crops:
         start = time.perf_counter()
-        res = encode(px, "RGB", model, CodecConfig(threads=args.threads, search_threads=args.search_threads))
+        res = encode(px, "RGB", model, CodecConfig(threads=args.threads, search_threads=args.search_threads,
+                                                   exact_method=args.exact_method))
         mid = time.perf_counter()
         exact = np.array_equal(decode(res.data, model).pixels, px)
         end = time.perf_counter()

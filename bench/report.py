@@ -92,23 +92,25 @@ def main() -> None:
             print(f"| {point_label(r['t'], r.get('partial'))} | {rate:.3f} | {rmse:.2f} | {psnr} | " + " | ".join(cells) + " |")
         print("\n(–: the codec has no setting at that rate on 32×32 images; its smallest files are larger.)")
         full = read_csv(RESULTS / "rd_cifar100_full.csv")
+        coarse = read_csv(RESULTS / "rd_cifar100_coarse.csv")
         print("\n#### At fixed rates: the best prefix at or below the rate (a step function, as a cut file decodes) "
               "against the classical codecs interpolated between their settings\n")
-        cols = ["diffcodec (default)"] + (["diffcodec, whole chain (--exact-from-t 1)"] if full else []) + families
+        cols = (["diffcodec (default)"] + (["diffcodec, coarse-to-fine (--exact-method coarse)"] if coarse else [])
+                + (["diffcodec, whole chain (--exact-from-t 1)"] if full else []) + families)
         print("| rate (bits/dim) | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
         for rate in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0):
             cells = []
-            for curve in ([rd] + ([full] if full else [])):
+            for curve in [c for c in (rd, coarse, full) if c]:
                 below = [float(r["rmse"]) for r in curve if 0 < float(r["rate_bpd"]) <= rate]
                 cells.append(f"{min(below):.2f}" if below else "–")
             for f in families:
                 e = interpolate_rmse(curves[f], rate)
                 cells.append("–" if e is None else f"{e:.2f}")
             print(f"| {rate:.2f} | " + " | ".join(cells) + " |")
-        if full:
-            lossless_full = [float(r["rate_bpd"]) for r in full if float(r["rmse"]) == 0]
-            if lossless_full:
-                print(f"\n(The whole chain's lossless files: {lossless_full[0]:.3f} bits/dim, against {float(shown[-1]['rate_bpd']):.3f} "
+        for curve, what in ((coarse, "coarse-to-fine"), (full, "whole chain's")):
+            lossless_rate = [float(r["rate_bpd"]) for r in curve if float(r["rmse"]) == 0]
+            if lossless_rate:
+                print(f"\n(The {what} lossless files: {lossless_rate[0]:.3f} bits/dim, against {float(shown[-1]['rate_bpd']):.3f} "
                       "for the default, which starts the exact stage where the lossless file is smallest.)")
         print("\nFor reference (not measured here): DDPM's Table 4 (progressive coding bound on the CIFAR-10 test set, "
               "35.7M model) gives RMSE 18.5 at 0.054 bits/dim, 12.0 at 0.120 and 0.95 at 1.776; UQDM (ICLR 2025) reports "

@@ -12,10 +12,11 @@ panel with the size of the file cut after that point (header and table included)
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 
-from diffcodec.codec import CodecConfig, decode, encode
+from diffcodec.codec import EXACT_METHODS, CodecConfig, decode, encode
 from diffcodec.container import keep_points
 from diffcodec.images import load_image
 from diffcodec.models.checkpoint import load_model
@@ -27,6 +28,8 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--ts", default="700,500,350,220,130,70,30")
     ap.add_argument("--stages", default="2,3,4", help="partial points to show: exact-stage stages decoded")
+    ap.add_argument("--exact-method", default=CodecConfig.exact_method, choices=list(EXACT_METHODS),
+                    help="coarse: the coarse-to-fine exact stage (its stages 1–6 code bins, 7–12 values)")
     ap.add_argument("--out", default="docs/truncation-series.png")
     args = ap.parse_args()
 
@@ -37,11 +40,12 @@ def main() -> None:
 
     model = load_model(args.model)
     img = load_image(args.image)
-    result = encode(img.pixels, img.mode, model, CodecConfig())
+    config = CodecConfig(exact_method=args.exact_method)
+    result = encode(img.pixels, img.mode, model, config)
     bits_at = {s.t: s.bits for s in result.lossy_steps}  # the size of the file cut right after each step
     # The same stream with every candidate a point, to decode at partial points the default table does not
     # hold; the sizes shown are the default file's (result.steps), as in the RD tables.
-    every = encode(img.pixels, img.mode, model, CodecConfig(points=1000)).file
+    every = encode(img.pixels, img.mode, model, replace(config, points=1000)).file
     ts = [int(t) for t in args.ts.split(",")]
     stages = [int(k) for k in args.stages.split(",") if k]
     panels = [("t", t) for t in ts] + [("stages", k) for k in stages] + [("exact", 0)]
@@ -53,7 +57,9 @@ def main() -> None:
         elif kind == "stages":
             at = [k for k, p in enumerate(every.points, start=1) if p.partial][value - 1]
             dec = decode(keep_points(every, at), model)
-            title = f"x_0 {100 * dec.partial:.0f}% exact\n{result.partial_steps[value - 1].bits // 8} B"
+            what = (f"bins {value}/6" if value <= 6 else f"bins, {value - 6}/6 values") if result.exact_method == "coarse" \
+                else f"x_0 {100 * dec.partial:.0f}% exact"
+            title = f"{what}\n{result.partial_steps[value - 1].bits // 8} B"
         else:
             dec = decode(result.data, model)
             title = f"exact\n{len(result.data)} B"
