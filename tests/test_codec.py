@@ -799,15 +799,17 @@ def test_coarse_files_need_their_network_and_other_files_do_not():
 
 
 def test_auto_writes_the_coarse_stage_within_its_margin():
-    """"auto" compares the coarse-to-fine stage with the cheapest other one at the chosen state: a large margin takes it,
-    margin 1 takes it only where it is cheaper.  A grey image never takes it."""
+    """"auto" with coarse_margin above 1 compares the coarse-to-fine stage with the cheapest other one at the chosen
+    state: a large margin takes it, a margin just above 1 only where it is cheaper.  At the default margin (1) it
+    is not tried: the files are those of a model without the network.  A grey image never takes it."""
     model = COARSE_MODEL()
     img = image(8, 8, "RGB", seed=5)
     base = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform")
     assert encode(img, "RGB", model, replace(base, coarse_margin=100.0)).exact_method == "coarse"
-    strict = encode(img, "RGB", model, base)
+    strict = encode(img, "RGB", model, replace(base, coarse_margin=1.0 + 1e-9))
     sizes = {m: len(encode(img, "RGB", model, replace(base, exact_method=m)).data) for m in ("coarse", "learned", "linear")}
     assert strict.exact_method in sizes and len(strict.data) <= min(sizes.values()) + 8  # the plan decides on estimates
+    assert encode(img, "RGB", model, base).data == encode(img, "RGB", make_tiny_model(seed=0, context=True), base).data
     assert encode(image(8, 8, "L"), "L", model, replace(base, coarse_margin=100.0)).exact_method == "linear"
 
 
