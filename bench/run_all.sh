@@ -40,6 +40,12 @@ diffcodec rd-curve "$data" --limit 100 --model "$model" --baselines --search-thr
     --csv bench/results/rd_cifar100.csv -o bench/results/rd_cifar100.png --json > bench/results/rd_cifar100.json
 diffcodec rd-curve "$data" --limit 100 --model "$model" --exact-from-t 1 --search-threads 1 \
     --csv bench/results/rd_cifar100_full.csv -o bench/results/rd_cifar100_full.png --json > bench/results/rd_cifar100_full.json
+# The coarse-to-fine exact stage (--exact-method coarse): sizes and the rate-distortion curve it gives.
+python bench/codec_cifar.py --data "$data" --limit 20 --exact-method coarse --search-threads 1 --model "$model" \
+    --out bench/results/codec_cifar_coarse.json
+diffcodec rd-curve "$data" --limit 100 --model "$model" --exact-method coarse --search-threads 1 \
+    --csv bench/results/rd_cifar100_coarse.csv -o bench/results/rd_cifar100_coarse.png --json > bench/results/rd_cifar100_coarse.json
+python bench/truncation_series.py --model "$model" --exact-method coarse --stages 3,6,9 --out docs/truncation-series-coarse.png
 # Classical lossless codecs on all 500 test images.
 python bench/baselines_lossless.py --data "$data" --out bench/results/baselines_lossless.json
 # Photos: centre crops, lossless and lossy against the classical codecs.
