@@ -392,18 +392,25 @@ def plan_learned(layout: ExactLayout, net, x: list[np.ndarray], inputs: ContextI
     stages = colour_stages(layout)
     r = _normalized(inputs, x[0])
     outputs = _context_outputs(net, layout, inputs, [r] * len(stages), stages)
-    bits, scales, stage_costs = 1.0, [], []
+    per_stage = []
     for stage, (delta, lam) in zip(stages, outputs):
         mean, s = _learned_params(layout, stage, inputs, delta, lam, 1.0)
-        per = stage_bits(x[0][..., stage.channel][layout.selection(stage)], mean, s, CONTEXT_SCALES)
-        scales.append(int(np.argmin(per)))
-        stage_costs.append(4 + float(per.min()))
-        bits += stage_costs[-1]
+        per_stage.append(stage_bits(x[0][..., stage.channel][layout.selection(stage)], mean, s, CONTEXT_SCALES))
+    return _network_plan(LEARNED, per_stage, layout, x, mu, sd)
+
+
+def _network_plan(method: int, per_stage: list[np.ndarray], layout: ExactLayout, x: list[np.ndarray],
+                  mu: list[np.ndarray] | None, sd: list[np.ndarray] | None) -> ExactPlan:
+    """A network stage's plan from each stage's bits per scale correction: the best scale (4 bits) per stage,
+    the method bit, then the planes after the colour plane (alpha) as a linear plan."""
+    scales = tuple(int(np.argmin(per)) for per in per_stage)
+    stage_costs = tuple(4 + float(per.min()) for per in per_stage)
+    bits = 1.0 + sum(stage_costs)
     rest = None
     if layout.rest() is not None:
         rest = plan(layout.rest(), x[1:], mu[1:], sd[1:])
         bits += rest.bits
-    return ExactPlan(weights=None, scales=tuple(scales), bits=bits, method=LEARNED, rest=rest, stage_bits=tuple(stage_costs))
+    return ExactPlan(weights=None, scales=scales, bits=bits, method=method, rest=rest, stage_bits=stage_costs)
 
 
 def encode_learned(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.ndarray], inputs: ContextInputs,
@@ -548,21 +555,14 @@ def plan_coarse(layout: ExactLayout, net, x: list[np.ndarray], inputs: ContextIn
     bins = x[0].astype(np.int64) // bw
     r, centre = _normalized(inputs, x[0]), _centres(inputs, bins, bw)
     outputs = _coarse_outputs(net, layout, inputs, [r] * len(stages), [centre] * len(stages), stages)
-    bits, scales, stage_costs = 1.0, [], []
+    per_stage = []
     for (fine, stage), (delta, lam) in zip(stages, outputs):
         sel, c = layout.selection(stage), stage.channel
         b = bins[..., c][sel]
         mean, s = _coarse_params(layout, fine, stage, inputs, delta, lam, 1.0, b, bw)
         symbols, top = (x[0][..., c][sel] - bw * b, bw - 1) if fine else (b, 256 // bw - 1)
-        per = stage_bits(symbols, mean, s, CONTEXT_SCALES, top=top)
-        scales.append(int(np.argmin(per)))
-        stage_costs.append(4 + float(per.min()))
-        bits += stage_costs[-1]
-    rest = None
-    if layout.rest() is not None:
-        rest = plan(layout.rest(), x[1:], mu[1:], sd[1:])
-        bits += rest.bits
-    return ExactPlan(weights=None, scales=tuple(scales), bits=bits, method=COARSE, rest=rest, stage_bits=tuple(stage_costs))
+        per_stage.append(stage_bits(symbols, mean, s, CONTEXT_SCALES, top=top))
+    return _network_plan(COARSE, per_stage, layout, x, mu, sd)
 
 
 def encode_coarse(coder, layout: ExactLayout, net, p: ExactPlan, x: list[np.ndarray], inputs: ContextInputs,
