@@ -15,7 +15,7 @@ from .options import debug_option
 @click.option("--model", "model_path", type=click.Path(exists=True), default=None, help="Diffusion model checkpoint (default: the shipped one).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="Write the model checkpoint with this context network added (may be --model itself).")
-@click.option("--steps", type=int, default=5000, show_default=True)
+@click.option("--steps", type=click.IntRange(3), default=5000, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--crop", type=int, default=16, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak of the one-cycle schedule.")
@@ -28,10 +28,12 @@ from .options import debug_option
 @click.option("--bin-width", type=int, default=0, show_default=True,
               help="Train the coarse-to-fine network for bins of this many levels (16: docs/codec.md), starting "
                    "from the model's context network; 0 trains the six-stage one.")
+@click.option("--resume", is_flag=True,
+              help="Continue training the model's network of this kind (--bin-width picks which) instead of starting anew.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @debug_option
 def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, draws_per_image, photo_crops, eval_dir,
-            eval_limit, bin_width, seed):
+            eval_limit, bin_width, resume, seed):
     """Train the context network of the learned exact stage (format version 4) on DATA and add it to a model.
 
     DATA are lossless training images (.npy arrays, folders of 32×32 images or of photos, cropped).
@@ -44,6 +46,8 @@ def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, d
       diffcodec train-context data.npy --model run-ema.pt -o with-context.pt --steps 2000
       diffcodec train-context ../shared/data/cifar10-train-lossless-4000.npy ../shared/data/photos-train \
           --model models/default.pt -o coarse.pt --bin-width 16 --steps 2500 --lr 5e-4
+      diffcodec train-context ../shared/data/cifar10-train-lossless-4000.npy --model coarse.pt -o coarse2.pt \
+          --bin-width 16 --resume --steps 1600 --lr 5e-4
     """
     import io
     from pathlib import Path
@@ -64,7 +68,18 @@ def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, d
     if bin_width and (bin_width < 2 or 256 % bin_width):
         raise click.BadParameter("must be a divisor of 256 above 1 (or 0)", param_hint="--bin-width")
     init = None
-    if bin_width:  # the coarse-to-fine network starts from the six-stage one, its bin inputs at zero weight
+    previous: dict = {}
+    if resume:
+        init = model.coarse if bin_width else model.context
+        kind = "coarse-to-fine" if bin_width else "context"
+        if init is None:
+            raise click.BadParameter(f"{source} has no {kind} network to continue", param_hint="--resume")
+        if bin_width and init.config.bin_width != bin_width:
+            raise click.BadParameter(f"the model's coarse-to-fine network has bin width {init.config.bin_width}",
+                                     param_hint="--bin-width")
+        entry = torch.load(io.BytesIO(source.read_bytes()), map_location="cpu", weights_only=True)
+        previous = {k: v for k, v in entry["coarse_context" if bin_width else "context"].items() if k not in ("config", "weights")}
+    elif bin_width:  # the coarse-to-fine network starts from the six-stage one, its bin inputs at zero weight
         base = model.context or ContextNet(ContextNetConfig(width=width, blocks=blocks))
         init = widened(base, bin_width)
     config = ContextTrainConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, draws_per_image=draws_per_image, seed=seed)
@@ -88,6 +103,8 @@ def command(data, model_path, out, steps, batch_size, crop, lr, width, blocks, d
         net = train_context_net(pairs, net_config, config, log=log, init=init)
     record = {"train": config.to_dict(), "images": int(len(array)), "photo_crops": int(len(array) - len(images.array)),
               "final_train_bits": float(np.mean(recent[-200:]))}
+    if resume:  # keep the earlier runs' records: the network is the sum of them
+        record["continued_from"] = previous
     if eval_dir:
         held = load_folder_tiles(eval_dir, limit=eval_limit)
         pairs = make_pairs(model, held, ContextTrainConfig(draws_per_image=2, seed=seed + 1))

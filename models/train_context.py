@@ -148,6 +148,8 @@ def train_context_net(pairs: dict[str, torch.Tensor], net_config: ContextNetConf
 
     ``init`` (optional, of config ``net_config``) is the network to start from instead of a new one.
     """
+    if config.steps < 3:  # the one-cycle schedule needs a step up, a step down and one between
+        raise ValueError(f"training needs at least 3 steps, got {config.steps}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     net = ContextNet(net_config) if init is None else init.train()

@@ -189,3 +189,32 @@ def test_cli_adds_a_coarse_to_fine_network(tmp_path):
     assert loaded.coarse is not None and loaded.coarse.config.bin_width == 16
     assert loaded.coarse.config.width == model.context.config.width  # started from the model's context network
     assert loaded.coarse_identity != loaded.codec_identity
+
+
+def test_cli_resume_continues_the_models_network(tmp_path):
+    model = make_tiny_model(seed=0, context=True)
+    src = tmp_path / "tiny.pt"
+    from diffcodec.models.checkpoint import context_entry
+
+    np.save(tmp_path / "train.npy", images(8))
+    base = ["train-context", str(tmp_path / "train.npy"), "--steps", "3", "--batch-size", "4", "--draws-per-image", "1"]
+    save_checkpoint(src, tiny_checkpoint_dict(model))
+    r = CliRunner().invoke(main, base + ["--model", str(src), "-o", str(tmp_path / "x.pt"), "--resume"])
+    assert r.exit_code != 0 and "no context network to continue" in r.output
+    save_checkpoint(src, {**tiny_checkpoint_dict(model), "context": context_entry(model.context, images=8)})
+    r = CliRunner().invoke(main, base + ["--model", str(src), "-o", str(tmp_path / "x.pt"), "--resume", "--bin-width", "16"])
+    assert r.exit_code != 0 and "no coarse-to-fine network" in r.output
+    out = tmp_path / "resumed.pt"
+    r = CliRunner().invoke(main, base + ["--model", str(src), "-o", str(out), "--resume", "--lr", "1e-2"])
+    assert r.exit_code == 0, r.output
+    loaded = load_model(out)
+    assert loaded.context.config == model.context.config  # the model's network, not a new one of the default size
+    assert loaded.codec_identity != model.codec_identity  # its weights moved on
+    assert loaded.meta["context"]["continued_from"] == {"images": 8}
+
+
+def test_cli_refuses_too_few_steps_for_the_schedule(tmp_path):
+    r = CliRunner().invoke(main, ["train-context", str(tmp_path), "-o", str(tmp_path / "x.pt"), "--steps", "2"])
+    assert r.exit_code == 2 and "--steps" in r.output and "x>=3" in r.output
+    with pytest.raises(ValueError, match="at least 3 steps"):
+        train_context_net({}, ContextNetConfig(width=8, blocks=1), ContextTrainConfig(steps=2))
