@@ -57,6 +57,10 @@ def main() -> None:
     rd_full = [r for r in read_csv(RESULTS / "rd_cifar100.csv") if r["t"] == "0" and not r.get("partial")]
     if rd_full:
         print(f"| **diffcodec, full .dfc files** (default: S=50, quad) | **{float(rd_full[0]['rate_bpd']):.3f}** | 100 | rd_cifar100.csv |")
+    all500 = RESULTS / "rd_cifar500.json"
+    if all500.exists():
+        d = json.loads(all500.read_text())
+        print(f"| **diffcodec, full .dfc files** (default: S=50, quad) | **{d['lossless_bpd']:.3f}** | {d['images']} | rd_cifar500.json |")
     if nll100:
         print(f"| model's negative ELBO, 100 uniform steps | {nll100['bpd']:.3f} | {nll100['images']} | nll_s100.json |")
     if nll1000:
@@ -116,6 +120,9 @@ def main() -> None:
               "35.7M model) gives RMSE 18.5 at 0.054 bits/dim, 12.0 at 0.120 and 0.95 at 1.776; UQDM (ICLR 2025) reports "
               "21.9 dB at 0.28 bits/dim and 31.2 dB at 0.93.")
 
+    if all500.exists():
+        fixed_rate_table_500(json.loads(all500.read_text()))
+
     if codec:
         speed_rows = [(codec, "default")]
         single = RESULTS / "codec_cifar_1thread.json"
@@ -170,6 +177,25 @@ def main() -> None:
               f"(one torch thread; {photos.name})")
         if "curve" in data:
             photo_rd_table(data, s["crop"])
+
+
+def fixed_rate_table_500(data: dict) -> None:
+    """The best prefix at or below fixed rates on all images of rd_cifar500.json, against baselines_lossy.json (same images)."""
+    lossy = json.loads((RESULTS / "baselines_lossy.json").read_text())
+    curves = {f: [(r["rate_bpd"], r["rmse"]) for r in rows if not r["lossless"]] for f, rows in lossy["curves"].items()}
+    points = data["curve"]["points"]
+    print(f"\n#### All {data['images']} test images: the best prefix at or below each rate (rd_cifar500.json) against the "
+          f"classical codecs on the same {lossy['n_images']} images (baselines_lossy.json)\n")
+    print("| rate (bits/dim) | diffcodec (default) | " + " | ".join(curves) + " |\n|---|---|" + "---|" * len(curves))
+    for rate in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0):
+        below = [p["rmse"] for p in points if 0 < p["rate_bpd"] <= rate]
+        cells = [f"{min(below):.2f}" if below else "–"]
+        for f in curves:
+            e = interpolate_rmse(curves[f], rate)
+            cells.append("–" if e is None else f"{e:.2f}")
+        print(f"| {rate:.2f} | " + " | ".join(cells) + " |")
+    print(f"\n(Lossless: {data['lossless_bpd']:.3f} bits/dim, every file exact: {data['all_exact']}; exact stage per image: "
+          + ", ".join(f"{k} {v}" for k, v in data["exact_methods"].items() if v) + ".)")
 
 
 def profile_tables() -> None:

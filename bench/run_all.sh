@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every figure in BENCHMARKS.md, in one go (about 40 minutes on this 2-core machine, plus an hour for the
+# Every figure in BENCHMARKS.md, in one go (about 2 hours on this 2-core machine, plus an hour for the
 # whole photo at the end). The timed runs
 # come first and alone (the codec's PFR search uses every core by default); the rest is deterministic.
 # Usage: bash bench/run_all.sh [MODEL]   (default: the shipped model)
@@ -46,8 +46,12 @@ python bench/codec_cifar.py --data "$data" --limit 20 --exact-method coarse --se
 diffcodec rd-curve "$data" --limit 100 --model "$model" --exact-method coarse --search-threads 1 \
     --csv bench/results/rd_cifar100_coarse.csv -o bench/results/rd_cifar100_coarse.png --json > bench/results/rd_cifar100_coarse.json
 python bench/truncation_series.py --model "$model" --exact-method coarse --stages 3,6,9 --out docs/truncation-series-coarse.png
-# Classical lossless codecs on all 500 test images.
+# Classical codecs on all 500 test images, lossless and at their quality settings.
 python bench/baselines_lossless.py --data "$data" --out bench/results/baselines_lossless.json
+python bench/baselines_lossy.py --data "$data" --out bench/results/baselines_lossy.json
+# diffcodec on all 500 (~75 minutes beside another job; resumable: rerun continues from the cache).
+python bench/rd_folder.py --data "$data" --limit 500 --search-threads 1 --model "$model" --cache bench/results/rd_cifar500.jsonl \
+    --csv bench/results/rd_cifar500.csv --out bench/results/rd_cifar500.json
 # Photos: centre crops, lossless and lossy against the classical codecs.
 python bench/photos.py --crop 64 --search-threads 1 --model "$model" --out bench/results/photos_crop64.json
 python bench/photos.py --crop 128 --search-threads 1 --model "$model" --out bench/results/photos_crop128.json
