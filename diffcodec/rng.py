@@ -54,6 +54,27 @@ def normals(key: np.ndarray, start: int, count: int) -> np.ndarray:
     return flat[skip : skip + count]
 
 
+def normals_float32(key: np.ndarray, count: int) -> np.ndarray:
+    """``normals(key, 0, count)`` to within ~3e-6, in float32 and about seven times faster.
+
+    Only for the encoder's PFR search, which merely ranks candidates: the sample it sends is
+    regenerated exactly by :func:`normals` on both sides, so this approximation never reaches the
+    stream.  The radius keeps float64 (its log is steep near u1 → 0); the angle uses the top 24 bits
+    of the second output and float32 trigonometry, which numpy vectorises (its float64 cos and sin
+    are most of ``normals``' time).
+    """
+    if count <= 0:
+        return np.zeros(0, dtype=np.float32)
+    raw = raw_uint64(key, 0, 2 * ((count + 1) // 2)).reshape(-1, 2)
+    u1 = ((raw[:, 0] >> np.uint64(11)).astype(np.float64) + 0.5) * _INV_2_53
+    radius = np.sqrt(-2.0 * np.log(u1)).astype(np.float32)
+    angle = ((raw[:, 1] >> np.uint64(40)).astype(np.float32) + np.float32(0.5)) * np.float32(_TWO_PI / 2**24)
+    pairs = np.empty((len(raw), 2), dtype=np.float32)
+    np.multiply(radius, np.cos(angle), out=pairs[:, 0])
+    np.multiply(radius, np.sin(angle), out=pairs[:, 1])
+    return pairs.reshape(-1)[:count]
+
+
 def permutation(key: np.ndarray, n: int) -> np.ndarray:
     """A shared random permutation of ``range(n)``: argsort of raw outputs (ties broken by index)."""
     return np.argsort(raw_uint64(key, 0, n), kind="stable")

@@ -14,7 +14,7 @@ import struct
 import numpy as np
 import pytest
 
-from diffcodec.rng import normals, permutation, raw_uint64, stream_key
+from diffcodec.rng import normals, normals_float32, permutation, raw_uint64, stream_key
 
 KEY = stream_key(1, 2, 3)
 
@@ -119,3 +119,11 @@ def test_normals_moments_over_1e5_draws():
     # neighbours are uncorrelated, including the two halves of a Box–Muller pair
     assert abs(np.mean(x[::2] * x[1::2])) < 5 / np.sqrt(n / 2)
     assert abs(np.mean(x[1:-1:2] * x[2::2])) < 5 / np.sqrt(n / 2)
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 4096])
+def test_float32_normals_approximate_the_shared_ones(count):
+    """The encoder's search ranks candidates with these; they must be the same normals to float32 accuracy."""
+    approx = normals_float32(KEY, count)
+    assert approx.dtype == np.float32 and approx.shape == (count,)
+    np.testing.assert_allclose(approx, normals(KEY, 0, count), rtol=0, atol=1e-5)
