@@ -16,6 +16,7 @@ python bench/codec_cifar.py --data "$data" --limit 20 --learned-candidates 50 --
 python bench/codec_cifar.py --data "$data" --limit 20 --search-threads 1 --model "$model" \
     --out bench/results/codec_cifar_1thread.json
 python bench/profile_codec.py --data "$data" --limit 4 --model "$model" --out bench/results/profile_cifar.json
+python bench/profile_codec.py --data "$data" --limit 4 --model "$model" --search-threads 1 --out bench/results/profile_cifar_1thread.json
 python bench/profile_codec.py --data ../shared/data/photos --crop 128 --limit 1 --model "$model" \
     --out bench/results/profile_photo128.json
 # The model's negative ELBO (issue: bits/dim at 100 and 1000 steps).
