@@ -38,6 +38,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the encoder")
     ap.add_argument("--search-threads", type=int, default=None, help="PFR search threads (default: the codec's, every core)")
     ap.add_argument("--exact-method", default=CodecConfig.exact_method, choices=list(EXACT_METHODS))
+    ap.add_argument("--target-gain", type=float, default=CodecConfig.target_gain,
+                    help="aim of each chunk past the posterior (encoder-only; docs/codec.md)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -48,7 +50,7 @@ def main() -> None:
     for px in crops:
         start = time.perf_counter()
         res = encode(px, "RGB", model, CodecConfig(threads=args.threads, search_threads=args.search_threads,
-                                                   exact_method=args.exact_method))
+                                                   exact_method=args.exact_method, target_gain=args.target_gain))
         mid = time.perf_counter()
         exact = np.array_equal(decode(res.data, model).pixels, px)
         end = time.perf_counter()

@@ -20,8 +20,8 @@ from .options import codec_options, debug_option, json_option, model_option, ste
 @model_option
 @json_option
 @debug_option
-def command(image, output, steps, stop_at_t, points, threads, search_threads, spacing, exact_from_t, exact_method, chunk_bits, max_candidate_bits, model_path,
-            as_json):
+def command(image, output, steps, stop_at_t, points, threads, search_threads, spacing, exact_from_t, exact_method,
+            target_gain, chunk_bits, max_candidate_bits, model_path, as_json):
     """Encode IMAGE (PNG, JPEG, …; 8-bit L, RGB or RGBA, any size) into the .dfc file OUTPUT.
 
     Prints, for each coded step, the diffusion time t, the bits of a file cut there, bits/dim,
@@ -44,6 +44,7 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
     common.check_stop_at_t(stop_at_t, model.diffusion.num_steps)
     config = common.codec_config(steps=steps, chunk_bits=chunk_bits, max_candidate_bits=max_candidate_bits,
                                  spacing=spacing, exact_from_t=exact_from_t, exact_method=exact_method,
+                                 target_gain=target_gain,
                                  threads=threads, search_threads=search_threads, points=points)
     with common.progress(config.steps + 1, "encoding") as update:
         result = encode(img.pixels, img.mode, model, config, on_step=update)

@@ -21,8 +21,8 @@ from .options import codec_options, debug_option, json_option, limit_option, mod
 @model_option
 @json_option
 @debug_option
-def command(folder, csv_path, plot_path, steps, limit, baselines, threads, search_threads, spacing, exact_from_t, exact_method, chunk_bits, max_candidate_bits, model_path,
-            as_json):
+def command(folder, csv_path, plot_path, steps, limit, baselines, threads, search_threads, spacing, exact_from_t, exact_method,
+            target_gain, chunk_bits, max_candidate_bits, model_path, as_json):
     """Encode every image in FOLDER once and report the set's rate and distortion at each coded step.
 
     Rate is bits/dim of the real streams cut after the step, summed over the images; distortion
@@ -56,7 +56,7 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, searc
     common.check_steps(steps, model)
     config = common.codec_config(steps=steps, chunk_bits=chunk_bits, max_candidate_bits=max_candidate_bits,
                                  spacing=spacing, exact_from_t=exact_from_t, exact_method=exact_method, threads=threads,
-                                 search_threads=search_threads)
+                                 search_threads=search_threads, target_gain=target_gain)
 
     acc = rdcurve.RDAccumulator(schedule_steps=model.diffusion.num_steps)
     kept_images = []

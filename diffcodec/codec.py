@@ -138,6 +138,8 @@ class StepReport:
     kl_bits: float  # cumulative ideal cost (KL, and −log₂ p for the exact stage)
     rmse: float  # RMSE on the 0–255 scale of the mean reconstruction x̂_0 available here
     chunks: int = 0
+    # Of ``bits``, those of the stream's words (the rest are the header and the truncation table).
+    payload_bits: int = 0
     # A partial point inside the exact stage (t = 0): the share of x_0's subpixels decoded exactly; the rest
     # are predicted.  None for lossy states and for the exact image.
     partial: float | None = None
@@ -627,6 +629,7 @@ def encode(
         sub = partials[s - stop - 1][0] if stop < s < len(marks) - 1 else 0
         here = TruncationPoint(t=0 if s > stop else S - s, end_word=m, check=0, subpixels=sub)
         r.bits = 8 * (head_size(header, (*kept, here), complete=final) + 4 * m)
+        r.payload_bits = 32 * m
         if s in chosen:
             kept.append(points[len(kept)])
     assert reports[-1].bits == 8 * len(data)

@@ -132,6 +132,20 @@ def test_encode_exact_method(work, model, tmp_path):
     assert np.array_equal(read_pixels(tmp_path / "c.png"), pixels)
 
 
+def test_encode_target_gain(work, model, tmp_path):
+    """--target-gain is encoder-only: another gain writes another stream, which decodes to the same exact image."""
+    image = work / "gain.png"
+    pixels = random_image(image, 16, 16, "RGB", seed=8)
+    for gain in ("1.0", "2.5"):
+        out = tmp_path / f"g{gain}.dfc"
+        run("encode", image, "-o", out, "--model", model, "--target-gain", gain, *FAST)
+        run("decode", out, "-o", tmp_path / f"g{gain}.png", "--model", model)
+        assert np.array_equal(read_pixels(tmp_path / f"g{gain}.png"), pixels)
+    assert (tmp_path / "g1.0.dfc").read_bytes() != (tmp_path / "g2.5.dfc").read_bytes()
+    run("encode", image, "-o", tmp_path / "bad.dfc", "--model", model, "--target-gain", "0", *FAST, expect=2)
+    assert not (tmp_path / "bad.dfc").exists()
+
+
 def test_coarse_exact_method_end_to_end(work, model, tmp_path):
     """--exact-method coarse: one line without a coarse-to-fine network; with one, the table's partial points, info and
     a decode cut after the bins (every subpixel within its bin of 16 levels) and of the whole file."""

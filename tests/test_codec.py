@@ -222,6 +222,7 @@ def test_step_reports(rgb32):
     assert len(result.file.points) == len(steps)
     for k, (report, point) in enumerate(zip(steps, result.file.points), start=1):
         assert report.bits == 8 * len(encode_file(keep_points(result.file, k)))
+        assert report.payload_bits == 32 * point.end_word  # the rest of report.bits is the header and table
         assert (report.partial is not None) == point.partial
     # partial points: RMSE falls from the last lossy state's to 0 as more of x_0 is exact
     rmse = [s.rmse for s in steps[-7:]]
