@@ -19,6 +19,7 @@ The decoder regenerates the window k* only.
 from __future__ import annotations
 
 import math
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -128,21 +129,20 @@ def encode_chunks(
     ``coefficients[j]`` is (a, b, Σc) from :func:`log_weight_coefficients`.  Chunk j searches the
     ``fft_size(K_j, d_j) − d_j + 1`` windows that fit in its FFT (about K_j; all are valid candidates).
     Arrival times are drawn chunk by chunk in input order, so the result depends neither on batching
-    nor on ``workers`` (threads searching batches in parallel: numpy's FFTs and ufuncs release the GIL).
+    nor on ``workers`` (threads searching batches in parallel: numpy's and scipy's FFTs and ufuncs release
+    the GIL).  Chunks are batched as they come and each batch is searched once full, so memory stays
+    bounded by a few batches however many chunks a step has (a megapixel step has tens of thousands,
+    and their arrival times alone would take gigabytes).
     """
     dims = [max(1, len(c[1])) for c in coefficients]  # an empty chunk searches windows of nothing
     sizes = [fft_size(k, d) for k, d in zip(num_candidates, dims)]
-    arrivals = [log_arrivals(rng, n - d + 1) for n, d in zip(sizes, dims)]
-    by_size: dict[int, list[int]] = {}
-    for j, n in enumerate(sizes):
-        by_size.setdefault(n, []).append(j)
-    batches = []
-    for n_fft, members in by_size.items():
-        per_batch = max(1, min(max_batch_values // n_fft, -(-len(members) // workers)))
-        batches += [(n_fft, members[start : start + per_batch]) for start in range(0, len(members), per_batch)]
+    members: dict[int, int] = {}
+    for n in sizes:
+        members[n] = members.get(n, 0) + 1
+    per_batch = {n: max(1, min(max_batch_values // n, -(-count // workers))) for n, count in members.items()}
+    arrivals: dict[int, np.ndarray] = {}
 
-    def search(batch: tuple[int, list[int]]) -> list[tuple[int, int]]:
-        n_fft, group = batch
+    def search(n_fft: int, group: list[int]) -> list[tuple[int, int]]:
         # float32 throughout: the search only ranks candidates (errors ~1e-5 nats can only reorder
         # near-ties), and scipy's float32 FFTs are about twice as fast as float64 ones.
         seq = np.stack([normals_float32(keys[j], n_fft) for j in group])
@@ -159,15 +159,38 @@ def encode_chunks(
             spectrum += scipy.fft.rfft(seq * seq, axis=1) * np.conj(scipy.fft.rfft(a, axis=1))
         logw = scipy.fft.irfft(spectrum, n_fft, axis=1)
         # c is the same for every window of a chunk, so it does not move the argmin.
-        return [(j, int(np.argmin(arrivals[j] - logw[row, : n_fft - dims[j] + 1])))
+        return [(j, int(np.argmin(arrivals.pop(j) - logw[row, : n_fft - dims[j] + 1])))
                 for row, j in enumerate(group)]
 
-    if workers > 1 and len(batches) > 1:
-        with ThreadPoolExecutor(min(workers, len(batches))) as pool:
-            found = [pair for part in pool.map(search, batches) for pair in part]
-    else:
-        found = [pair for batch in batches for pair in search(batch)]
     out = [0] * len(keys)
-    for j, k in found:
-        out[j] = k
+    pending: dict[int, list[int]] = {}
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    in_flight: deque = deque()
+
+    def record(found: list[tuple[int, int]]) -> None:
+        for j, k in found:
+            out[j] = k
+
+    def submit(n_fft: int) -> None:
+        group = pending.pop(n_fft)
+        if pool is None:
+            record(search(n_fft, group))
+            return
+        in_flight.append(pool.submit(search, n_fft, group))
+        while len(in_flight) > 2 * workers:  # bound the batches (and arrival times) held at once
+            record(in_flight.popleft().result())
+
+    try:
+        for j, (n_fft, d) in enumerate(zip(sizes, dims)):
+            arrivals[j] = log_arrivals(rng, n_fft - d + 1)
+            pending.setdefault(n_fft, []).append(j)
+            if len(pending[n_fft]) >= per_batch[n_fft]:
+                submit(n_fft)
+        for n_fft in list(pending):
+            submit(n_fft)
+        while in_flight:
+            record(in_flight.popleft().result())
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return out

@@ -199,6 +199,33 @@ def test_encode_chunks_does_not_depend_on_batching():
         assert encode_chunks(keys, coeffs, counts, np.random.default_rng(3), workers=workers) == whole
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_encode_chunks_holds_a_few_batches_of_arrival_times_not_all(monkeypatch, workers):
+    """A megapixel step has tens of thousands of chunks; drawing every chunk's arrival times before the
+    search (2^16 floats each) once took gigabytes.  They must be freed batch by batch."""
+    import weakref
+
+    alive: list = []
+    most = [0]
+    draw = channel.log_arrivals
+
+    def tracked(rng, n):
+        arr = draw(rng, n)
+        alive.append(weakref.ref(arr))
+        most[0] = max(most[0], sum(r() is not None for r in alive))
+        return arr
+
+    monkeypatch.setattr(channel, "log_arrivals", tracked)
+    dims = [6] * 120
+    keys, _, coeffs = chunk_problem(4, dims)
+    counts = [64] * len(dims)
+    batch = 8 * channel.fft_size(64, 6)  # 8 chunks a batch
+    got = encode_chunks(keys, coeffs, counts, np.random.default_rng(5), max_batch_values=batch, workers=workers)
+    monkeypatch.setattr(channel, "log_arrivals", draw)
+    assert got == encode_chunks(keys, coeffs, counts, np.random.default_rng(5))  # same indices as one big batch
+    assert most[0] <= 8 * (2 * workers + 2), most[0]
+
+
 def test_fft_size_is_a_power_of_two_that_holds_most_candidates():
     for K in (1, 2, 3, 32, 1000, 4096, 65536):
         for d in (1, 2, 17, 256, 3000):
