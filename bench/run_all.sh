@@ -57,3 +57,9 @@ python bench/rd_folder.py --data "$data" --limit 500 --search-threads 1 --model 
 python bench/photos.py --crop 64 --search-threads 1 --model "$model" --out bench/results/photos_crop64.json
 python bench/photos.py --crop 128 --search-threads 1 --model "$model" --out bench/results/photos_crop128.json
 python bench/photos.py --crop 0 --limit 1 --search-threads 1 --model "$model" --out bench/results/photos_full.json  # ~1 hour
+python bench/photos.py --crop 0 --limit 1 --search-threads 1 --model "$model" --target-gain 1.0 \
+    --out bench/results/photos_full_gain1.json  # the same photo aimed at the posterior itself
+# What a prefix costs against its KL (design studies: one PFR chunk; prefixes per target gain).
+python bench/pfr_overhead.py --chunks 200 --out bench/results/pfr_overhead.json
+python bench/prefix_overhead.py --crop 128 --limit 4 --gains 1.0,1.4 --search-threads 1 --model "$model" \
+    --out bench/results/prefix_overhead_crop128.json
