@@ -122,6 +122,9 @@ def main() -> None:
 
     if all500.exists():
         fixed_rate_table_500(json.loads(all500.read_text()))
+    coarse500 = RESULTS / "rd_cifar500_coarse.json"
+    if coarse500.exists():
+        fixed_rate_table_500(json.loads(coarse500.read_text()), "diffcodec, coarse-to-fine", coarse500.name)
 
     if codec:
         speed_rows = [(codec, "default")]
@@ -179,14 +182,14 @@ def main() -> None:
             photo_rd_table(data, s["crop"])
 
 
-def fixed_rate_table_500(data: dict) -> None:
-    """The best prefix at or below fixed rates on all images of rd_cifar500.json, against baselines_lossy.json (same images)."""
+def fixed_rate_table_500(data: dict, label: str = "diffcodec (default)", source: str = "rd_cifar500.json") -> None:
+    """The best prefix at or below fixed rates on all images of ``source``, against baselines_lossy.json (same images)."""
     lossy = json.loads((RESULTS / "baselines_lossy.json").read_text())
     curves = {f: [(r["rate_bpd"], r["rmse"]) for r in rows if not r["lossless"]] for f, rows in lossy["curves"].items()}
     points = data["curve"]["points"]
-    print(f"\n#### All {data['images']} test images: the best prefix at or below each rate (rd_cifar500.json) against the "
+    print(f"\n#### All {data['images']} test images: the best prefix at or below each rate ({source}) against the "
           f"classical codecs on the same {lossy['n_images']} images (baselines_lossy.json)\n")
-    print("| rate (bits/dim) | diffcodec (default) | " + " | ".join(curves) + " |\n|---|---|" + "---|" * len(curves))
+    print(f"| rate (bits/dim) | {label} | " + " | ".join(curves) + " |\n|---|---|" + "---|" * len(curves))
     for rate in (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0):
         below = [p["rmse"] for p in points if 0 < p["rate_bpd"] <= rate]
         cells = [f"{min(below):.2f}" if below else "–"]
