@@ -63,3 +63,6 @@ python bench/photos.py --crop 0 --limit 1 --search-threads 1 --model "$model" --
 python bench/pfr_overhead.py --chunks 200 --out bench/results/pfr_overhead.json
 python bench/prefix_overhead.py --crop 128 --limit 4 --gains 1.0,1.4 --search-threads 1 --model "$model" \
     --out bench/results/prefix_overhead_crop128.json
+python bench/rd_folder.py --data "$data" --limit 500 --exact-method coarse --search-threads 1 --model "$model" \
+    --cache bench/results/rd_cifar500_coarse.jsonl --csv bench/results/rd_cifar500_coarse.csv \
+    --out bench/results/rd_cifar500_coarse.json  # the coarse-to-fine files on all 500 (~40 minutes on one core)
