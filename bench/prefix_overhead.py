@@ -11,9 +11,8 @@ rate (the file cut after that step, as ``StepReport.bits`` counts it) into
 
 each divided by the cumulative KL of the steps so far (the ELBO terms the prefix carries), summed
 over the images at each t that all of them reach (each image's exact stage starts where its file
-is smallest).  The
-target gain is encoder-only (docs/codec.md): above 1 each chunk aims past the posterior, which
-costs index bits on purpose and buys a shorter trajectory.
+is smallest).  The target gain is encoder-only (docs/codec.md): above 1 each chunk aims past
+the posterior, which costs index bits on purpose and buys a shorter trajectory.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ The decoder regenerates the window k* only.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -136,10 +136,7 @@ def encode_chunks(
     """
     dims = [max(1, len(c[1])) for c in coefficients]  # an empty chunk searches windows of nothing
     sizes = [fft_size(k, d) for k, d in zip(num_candidates, dims)]
-    members: dict[int, int] = {}
-    for n in sizes:
-        members[n] = members.get(n, 0) + 1
-    per_batch = {n: max(1, min(max_batch_values // n, -(-count // workers))) for n, count in members.items()}
+    per_batch = {n: max(1, min(max_batch_values // n, -(-count // workers))) for n, count in Counter(sizes).items()}
     arrivals: dict[int, np.ndarray] = {}
 
     def search(n_fft: int, group: list[int]) -> list[tuple[int, int]]:
