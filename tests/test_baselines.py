@@ -12,22 +12,29 @@ import pytest
 from diffcodec import baselines
 from diffcodec.baselines import (
     AVIF,
+    HEVC,
     JPEG,
     JPEGLS,
     JPEGXL,
     PNG,
     AVIFLossless,
     Codec,
+    JPEG2000Layers,
+    ProgressiveJPEG,
     WebP,
     available_codecs,
+    hevc_nal_units,
+    hevc_slice_bytes,
+    jpeg_scan_ends,
     lossy_sweep,
     measure,
 )
 from diffcodec.errors import DiffcodecError
 
 LOSSLESS = [PNG(), WebP(lossless=True), JPEGXL(lossless=True), JPEGLS(), AVIFLossless()]
-LOSSY = [JPEG(), WebP(), AVIF(), JPEGXL()]
-LOSSY_FAMILIES = ["jpeg", "webp", "avif", "jxl"]
+LOSSY = [JPEG(), WebP(), AVIF(), JPEGXL(), HEVC(chroma="4:4:4"), HEVC(chroma="4:2:0"), JPEG2000Layers(keep=8),
+         ProgressiveJPEG(75, scans=5)]
+LOSSY_FAMILIES = ["jpeg", "webp", "avif", "jxl", "hevc444", "hevc420", "j2k-layers", "jpeg-prog-q75"]
 
 
 def _ids(codecs):
@@ -69,7 +76,9 @@ IMAGES = _images()
 
 
 def _codes(codec: Codec, kind: str) -> bool:
-    return not (isinstance(codec, JPEG) and kind.startswith("rgba"))
+    if isinstance(codec, HEVC):
+        return kind != "rgba"  # an opaque alpha channel is dropped, a real one refused
+    return not (isinstance(codec, (JPEG, ProgressiveJPEG)) and kind.startswith("rgba"))
 
 
 # --- every available codec round-trips ----------------------------------------------
@@ -253,6 +262,103 @@ def test_missing_pillow_avif_makes_avif_unavailable(monkeypatch):
     assert "avif" not in {codec.family for codec in available_codecs(lossless=False)}
     with pytest.raises(DiffcodecError, match="AVIF"):
         AVIF().encode(IMAGES["rgb"])
+
+
+# --- HEVC intra (x265 + libde265) ---------------------------------------------------------
+
+
+def test_nal_units_of_a_hand_made_annex_b_stream():
+    vps = b"\x00\x00\x00\x01" + bytes([32 << 1, 1]) + b"\x0c\x01"  # 4-byte start code
+    sps = b"\x00\x00\x01" + bytes([33 << 1, 1]) + b"\x01\x60\x80"  # a NAL unit ends in its stop bit
+    pps = b"\x00\x00\x01" + bytes([34 << 1, 1]) + b"\xc1"
+    sei = b"\x00\x00\x01" + bytes([39 << 1, 1]) + b"\x05\x80"
+    idr = b"\x00\x00\x00\x01" + bytes([19 << 1, 1]) + b"\xaf\x00\x00\x03\x01\x80"  # emulation prevention inside
+    trail = b"\x00\x00\x01" + bytes([1 << 1, 1]) + b"\x9a"
+    stream = vps + sps + pps + sei + idr + trail
+    assert hevc_nal_units(stream) == [(32, len(vps)), (33, len(sps)), (34, len(pps)), (39, len(sei)), (19, len(idr)),
+                                      (1, len(trail))]
+    assert hevc_slice_bytes(stream) == len(idr) + len(trail)
+    with pytest.raises(DiffcodecError, match="no start code"):
+        hevc_nal_units(b"\x12\x34\x56\x78")
+    with pytest.raises(DiffcodecError, match="truncated"):
+        hevc_nal_units(vps + b"\x00\x00\x01\x40")
+
+
+def test_hevc_round_trip_and_both_size_conventions():
+    _require(HEVC())
+    for chroma, limit in (("4:4:4", 2.0), ("4:2:0", 8.0)):
+        for kind in ("rgb", "rgb-24x40", "gray"):
+            image = IMAGES[kind]
+            bpg, raw = HEVC(qp=10, chroma=chroma), HEVC(qp=10, chroma=chroma, size="raw")
+            data = bpg.encode(image)
+            decoded = bpg.decode(data, shape=image.shape)
+            assert decoded.shape == image.shape and decoded.dtype == np.uint8
+            assert math.sqrt(np.mean((decoded.astype(float) - image) ** 2)) < limit, (chroma, kind)
+            assert bpg.size(data) - raw.size(data) == 8
+            assert 0 < raw.size(data) < len(data) - 9 - 40  # neither the wrapper nor VPS, SPS and PPS count
+    coarse, fine = (measure(HEVC(qp=qp), [IMAGES["rgb"]]) for qp in (40, 20))
+    assert coarse["total_bytes"] < fine["total_bytes"] and coarse["rmse"] > fine["rmse"]
+
+
+def test_hevc_is_unavailable_without_its_tools(monkeypatch):
+    monkeypatch.setattr(baselines, "_find_tool", lambda names: None)
+    monkeypatch.setattr(baselines, "_AVAILABLE", {})
+    assert not HEVC.available()
+    assert not any(isinstance(codec, HEVC) for codec in available_codecs())
+    with pytest.raises(DiffcodecError, match="apt-get install x265 libde265-examples"):
+        HEVC().encode(IMAGES["rgb"])
+
+
+def test_a_failing_tool_is_one_clear_error(tmp_path):
+    script = "import sys; sys.stderr.write('progress\\nx265 [error]: picture too small\\n'); sys.exit(3)"
+    with pytest.raises(DiffcodecError, match=r"x265 failed \(exit status 3\): x265 \[error\]: picture too small"):
+        baselines._run_tool("x265", [sys.executable, "-c", script], cwd=str(tmp_path))
+
+
+def test_hevc_refuses_transparency_and_bad_settings():
+    with pytest.raises(DiffcodecError, match="alpha"):
+        HEVC().encode(IMAGES["rgba"])
+    for bad in (dict(qp=52), dict(chroma="4:2:2"), dict(size="bytes")):
+        with pytest.raises(DiffcodecError):
+            HEVC(**bad)
+
+
+# --- progressive files, cut: JPEG 2000 layers and progressive JPEG scans ---------------------------
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float:
+    return math.sqrt(np.mean((a.astype(float) - b.astype(float)) ** 2))
+
+
+def test_jpeg2000_cut_after_more_layers_is_larger_and_closer_and_whole_is_exact():
+    _require(JPEG2000Layers())
+    image = IMAGES["rgb"]
+    layers = JPEG2000Layers().layers
+    cuts = [JPEG2000Layers(keep=k).encode(image) for k in range(1, layers + 1)]
+    errors = [_rmse(JPEG2000Layers().decode(c, shape=image.shape), image) for c in cuts]
+    assert [len(c) for c in cuts] == sorted(len(c) for c in cuts) and len(cuts[0]) < len(cuts[-1])
+    assert errors[0] > errors[layers // 2] > errors[-1] == 0
+    # one file: each cut's packets are a prefix of the whole file's (the headers differ only in the counts)
+    body = [c[c.index(b"\xff\x93") + 2 : -2] for c in cuts]
+    assert all(body[-1].startswith(b) for b in body)
+    assert b"\xff\x64" not in cuts[0][: cuts[0].index(b"\xff\x90")]  # the encoder's comment is not kept
+    gray = IMAGES["gray"]
+    assert np.array_equal(JPEG2000Layers().decode(JPEG2000Layers().encode(gray), shape=gray.shape), gray)
+
+
+def test_progressive_jpeg_more_scans_give_lower_error():
+    image = IMAGES["rgb"]
+    full = ProgressiveJPEG(95).encode(image)
+    ends = jpeg_scan_ends(full)
+    assert len(ends) == 10  # libjpeg-turbo's progressive script for YCbCr
+    cuts = [ProgressiveJPEG(95, scans=k).encode(image) for k in range(1, len(ends) + 1)]
+    assert cuts[-1] == full and all(c == full[:e] + b"\xff\xd9" for c, e in zip(cuts[:-1], ends))
+    errors = [_rmse(ProgressiveJPEG(95).decode(c, shape=image.shape), image) for c in cuts]
+    # a refinement scan can cost a little (15.9 -> 16.1 after the second scan here), but overall the error falls
+    assert errors[0] > errors[4] > errors[-1] and errors[-1] < 0.6 * errors[0], errors
+    assert len(jpeg_scan_ends(JPEG(quality=75).encode(image))) == 1  # a baseline JPEG is one scan
+    with pytest.raises(DiffcodecError):
+        jpeg_scan_ends(b"not a jpeg")
 
 
 def test_module_docstring_example_runs():
