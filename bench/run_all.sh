@@ -66,3 +66,6 @@ python bench/prefix_overhead.py --crop 128 --limit 4 --gains 1.0,1.4 --search-th
 python bench/rd_folder.py --data "$data" --limit 500 --exact-method coarse --search-threads 1 --model "$model" \
     --cache bench/results/rd_cifar500_coarse.jsonl --csv bench/results/rd_cifar500_coarse.csv \
     --out bench/results/rd_cifar500_coarse.json  # the coarse-to-fine files on all 500 (~40 minutes on one core)
+# HEVC intra (x265 + libde265: apt-get install x265 libde265-examples) and the progressive files cut at their
+# layers and scans (issue 19), beside baselines_lossy.json and the rd_cifar500 files above (~15 minutes on one core).
+python bench/baselines_progressive.py --data "$data" --out bench/results/baselines_progressive.json
