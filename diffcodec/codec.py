@@ -50,6 +50,7 @@ from .entropy import (
 )
 from .errors import DiffcodecError
 from .exact import EXACT_SCALES
+from .reconstruct import mean_image
 from .rng import normals, raw_uint64, stream_key
 from .tiling import TileLayout
 
@@ -500,7 +501,7 @@ def encode(
             exact_costs.append(_plan_exact(chain, planes, pixel_planes, pred, x, index, config.exact_method))
             prefix_bits = 32 * live.num_words()
             reports.append(StepReport(t=chain.paper_t(index), bits=0, kl_bits=kl_total,
-                                      rmse=_rmse(layout, chain.pixels_from_x0(pred["pred_xstart"]), pixels),
+                                      rmse=_rmse(layout, chain.pixels_from_x0(mean_image(chain, pred["pred_xstart"], index)), pixels),
                                       chunks=rec.chunks))
             if on_step is not None:
                 on_step(1)
@@ -702,7 +703,8 @@ def decode(
     """Decode a .dfc stream (Algorithm 4) down to the last coded state with t ≥ ``stop_at_t`` that the data holds.
 
     ``reconstruct`` turns a lossy state x_t into an image: ``mean`` is x̂_0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t
-    (the paper's Table 4 / Figure 5 distortion), ``sample`` runs ancestral sampling from x_t,
+    (the paper's Table 4 / Figure 5 distortion; shrunk toward the average image at high noise,
+    :func:`diffcodec.reconstruct.mean_image`), ``sample`` runs ancestral sampling from x_t,
     ``flow`` runs deterministic DDIM from x_t.  A complete stream decoded to t = 0 is the exact image.
     """
     try:
