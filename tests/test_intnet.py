@@ -1,0 +1,122 @@
+"""models/intnet.py: integer networks close to their float originals, and the same bits on every CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from diffcodec.models.context_net import ContextNet, ContextNetConfig
+from diffcodec.models.intnet import IntContextNet, IntSpec, IntUNet, _IntLinear, _quantize_per_image
+from diffcodec.models.unet import UNet, UNetConfig
+
+from other_cpus import OTHER_CPUS, run_digest
+
+TINY = UNetConfig(base_channels=16, channel_mult=(1, 2), attention_resolutions=(16,), fourier_features=(7,), dropout=0.0)
+
+
+def _randomized(net: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Every parameter random (the zero-initialised output layers would hide whole paths).
+
+    Uniform values from PCG64 integers: torch's and numpy's normal samplers differ between CPU kernels,
+    and the cross-CPU test needs the same weights everywhere.
+    """
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            u = torch.from_numpy(rng.integers(-1000, 1001, size=p.shape).astype(np.float32) / 1000 * 1.7)
+            if name.endswith("weight") and p.dim() > 1:
+                p.copy_(u / (p[0].numel() ** 0.5))
+            else:
+                p.copy_(u * 0.1 + (1.0 if "norm" in name and "weight" in name else 0.0))
+    return net.eval()
+
+
+def _inputs(batch: int, seed: int = 1) -> torch.Tensor:
+    """Inputs every CPU builds identically (integers from PCG64, scaled by a power of two)."""
+    ints = np.random.default_rng(seed).integers(-12000, 12000, size=(batch, 3, 32, 32))
+    return torch.from_numpy(ints.astype(np.float32) / 4096)
+
+
+@pytest.fixture(scope="module")
+def unet():
+    torch.manual_seed(0)
+    return _randomized(UNet(TINY), 0)
+
+
+@torch.no_grad()
+def test_int_unet_close_to_float(unet):
+    x = _inputs(3)
+    for t in (0, 400, 999):
+        ref = unet(x, torch.full((3,), t))
+        out = IntUNet(unet)(x, torch.full((3,), t))
+        assert out.dtype == torch.float32 and out.shape == ref.shape
+        assert float((out - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt()) < 0.05
+
+
+def test_int_unet_does_not_depend_on_batch(unet):
+    net, x, t = IntUNet(unet), _inputs(5), 300
+    whole = net(x, torch.full((5,), t))
+    for i in (0, 3):
+        assert torch.equal(net(x[i : i + 1], torch.full((1,), t)), whole[i : i + 1])
+
+
+def test_int_unet_one_timestep_per_call(unet):
+    with pytest.raises(ValueError):
+        IntUNet(unet)(_inputs(2), torch.tensor([1, 2]))
+
+
+def test_int_linear_equals_float64_reference():
+    g = torch.Generator().manual_seed(3)
+    spec = IntSpec(act_max=127, weight_max=127)
+    weight, bias = torch.randn(40, 300, 3, 3, generator=g), torch.randn(40, generator=g)
+    layer = _IntLinear(weight, bias, spec, padding=1)
+    assert len(layer.groups) > 1  # 300·9 products of 127·127 exceed 2^24: the channels are split
+    for a, b in layer.groups:
+        assert (b - a) * 9 * 127 * 127 < 2**24
+    x = torch.randn(2, 300, 8, 8, generator=g)
+    q, scale = _quantize_per_image(x, 127)
+    w_int = torch.cat(layer.w_int, dim=1).double()
+    reference = F.conv2d(q, w_int, padding=1) * (scale * layer.w_scale) + layer.bias
+    assert torch.equal(layer(x), reference.float())
+    assert float(q.abs().max()) <= 127 and float((w_int - w_int.round()).abs().max()) == 0
+
+
+@torch.no_grad()
+def test_int_context_net_close_to_float():
+    torch.manual_seed(0)
+    for bin_width in (0, 16):
+        net = _randomized(ContextNet(ContextNetConfig(width=16, blocks=2, bin_width=bin_width)), 1)
+        g = torch.Generator().manual_seed(2)
+        parts = [torch.randn(2, 3, 16, 16, generator=g) for _ in range(3)] + [torch.ones(2, 3, 16, 16), torch.zeros(2, 3, 16, 16),
+                                                                             torch.tensor([-1.0, 2.0])]
+        extra = [torch.randn(2, 3, 16, 16, generator=g), torch.ones(2, 3, 16, 16)] if bin_width else []
+        ref = net(*parts, *extra)
+        out = IntContextNet(net, IntSpec(weight_max=1023))(*parts, *extra)
+        for r, o in zip(ref, out):
+            assert float((o - r).pow(2).mean().sqrt() / r.pow(2).mean().sqrt()) < 0.02
+
+
+_DIGEST_SCRIPT = """
+import hashlib, torch
+from test_intnet import TINY, _inputs, _randomized
+from diffcodec.models.context_net import ContextNet, ContextNetConfig
+from diffcodec.models.intnet import IntContextNet, IntUNet
+from diffcodec.models.unet import UNet
+torch.manual_seed(0)
+net = IntUNet(_randomized(UNet(TINY), 0))
+h = hashlib.sha256()
+for t in (999, 300, 0):
+    h.update(net(_inputs(2), torch.full((2,), t)).numpy().tobytes())
+ctx = IntContextNet(_randomized(ContextNet(ContextNetConfig(width=16, blocks=2)), 1))
+x = _inputs(2, seed=5)
+for out in ctx(x, x * 0.5, x * 2.0, torch.ones_like(x), torch.zeros_like(x), torch.tensor([-1.0, 2.0])):
+    h.update(out.numpy().tobytes())
+print(h.hexdigest())
+"""
+
+
+@pytest.mark.parametrize("cpu", sorted(OTHER_CPUS))
+def test_same_bits_under_other_cpu_kernels(cpu):
+    assert run_digest(_DIGEST_SCRIPT, OTHER_CPUS[cpu]) == run_digest(_DIGEST_SCRIPT, {"OMP_NUM_THREADS": "1"})
