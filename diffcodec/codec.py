@@ -144,6 +144,9 @@ class StepReport:
     # A partial point inside the exact stage (t = 0): the share of x_0's subpixels decoded exactly; the rest
     # are predicted.  None for lossy states and for the exact image.
     partial: float | None = None
+    # Whether the file's table lists this row as a truncation point (where `truncate` and `decode --stop-at-t`
+    # can stop); the other rows are what a table with a point there would give.
+    point: bool = False
 
     @property
     def position(self) -> tuple[int, float]:
@@ -174,17 +177,30 @@ class EncodeResult:
         """The points inside the exact stage, after each of its stages but the last (may be empty)."""
         return [s for s in self.steps if s.partial is not None]
 
+    @property
+    def num_steps(self) -> int:
+        """S, the length of the chain (``--steps``, in the header): the states the encoder may code."""
+        return self.file.header.num_steps
+
+    @property
+    def coded_steps(self) -> int:
+        """The states this file codes, x_T down to where the exact stage starts (docs/codec.md, "Steps")."""
+        return len(self.lossy_steps)
+
     def to_json(self) -> dict:
         return {
             "bits_total": self.bits_total,
             "bpd": self.bits_total / self.num_dims,
             "exact_method": self.exact_method,
+            "num_steps": self.num_steps,
+            "coded_steps": self.coded_steps,
             "steps": [_step_json(s, self.num_dims) for s in self.steps],
         }
 
 
 def _step_json(s: StepReport, num_dims: int) -> dict:
-    out = {"t": s.t, "bits": s.bits, "bpd": s.bits / num_dims, "kl_bpd": s.kl_bits / num_dims, "rmse": s.rmse}
+    out = {"t": s.t, "bits": s.bits, "bpd": s.bits / num_dims, "kl_bpd": s.kl_bits / num_dims, "rmse": s.rmse,
+           "point": s.point}
     if s.partial is not None:
         out["partial"] = s.partial  # share of x_0's subpixels exact at this point inside the exact stage
     return out
@@ -295,17 +311,28 @@ def _state_check(words: np.ndarray, end_word: int, state: np.ndarray) -> int:
     return binascii.crc_hqx(state.astype("<f4").tobytes(), crc)
 
 
-def _choose_points(marks: list[int], requested: int | None, lossy: int | None = None) -> list[int]:
+# The automatic table gives every lossy state x_t a point within this factor of t: the lossy points, from x_T
+# down, are each the lowest coded state with t ≥ (the previous point's t) / POINT_T_RATIO, so
+# `truncate --stop-at-t T` reaches a state with t < POINT_T_RATIO · T (or the chain's next state, where the
+# chain itself is coarser) on every image size.  Measured in docs/codec.md ("Where a file can be cut").
+POINT_T_RATIO = 1.5
+
+
+def _choose_points(marks: list[int], requested: int | None, lossy: int | None = None, ts: list[int] | None = None,
+                   ratio: float = POINT_T_RATIO) -> list[int]:
     """Which candidates (0-based, in stream order) get a truncation point, from the words each needs.
 
     The candidates are the ``lossy`` states (all but the last candidate when None), then the partial
     points inside the exact stage, then the exact image.  The exact image, the last lossy state (the
     best preview) and x_T (so that a cut file decodes from its first few dozen bytes on) always get a
-    point.  The others are shared between the lossy prefix and the exact stage in proportion to their
-    sizes, and spread evenly over each part's *size*, so a cut at any byte loses about the same share.
+    point.  With ``ts`` (the paper t of each lossy state) and the automatic count, the lossy states on a
+    grid of ratio ``ratio`` in t get one too (:data:`POINT_T_RATIO`).  The others are shared between the
+    lossy prefix and the exact stage in proportion to their sizes, and spread evenly over each part's
+    *size*, so a cut at any byte loses about the same share.
     """
     n = len(marks)
     lossy = n - 1 if lossy is None else lossy
+    grid = _t_grid(ts[:lossy], ratio) if (ts is not None and requested is None) else []
     if requested is None:
         # ~4 bytes of table per point: keep the table near 1% of the payload, but never below 5 points.
         requested = max(5, marks[-1] // 100)
@@ -314,8 +341,10 @@ def _choose_points(marks: list[int], requested: int | None, lossy: int | None = 
     for s in (0, lossy - 1):
         if len(picks) < requested and s >= 0:
             picks.add(s)
+    picks.update(grid)
     spare = requested - len(picks)
-    lossy_free, exact_free = list(range(1, max(lossy - 1, 1))), list(range(lossy, n - 1))
+    lossy_free = [s for s in range(1, max(lossy - 1, 1)) if s not in picks]
+    exact_free = list(range(lossy, n - 1))
     if spare <= 0 or not (lossy_free or exact_free):
         return sorted(picks)
     last_lossy = marks[max(lossy - 1, 0)]
@@ -329,6 +358,24 @@ def _choose_points(marks: list[int], requested: int | None, lossy: int | None = 
             picks.add(s)
             free.remove(s)
     return sorted(picks)
+
+
+def _t_grid(ts: list[int], ratio: float) -> list[int]:
+    """The lossy states (indices into ``ts``, decreasing t) that keep consecutive points within ``ratio`` in t.
+
+    From x_T down, each is the lowest state with t ≥ (the previous one's t) / ratio, or the next state when
+    even that is below it.  So for any T between the last state's t and ts[0], the first of them with t ≥ T
+    has t < ratio · T unless it is the next state of the chain after one below T.
+
+    >>> _t_grid([1000, 960, 844, 700, 571, 454, 351, 261, 184, 121, 71], 1.5)
+    [0, 3, 5, 7, 9, 10]
+    """
+    picks, i = [0], 0
+    while i < len(ts) - 1:
+        below = [j for j in range(i + 1, len(ts)) if ts[j] * ratio >= ts[i]]
+        i = below[-1] if below else i + 1
+        picks.append(i)
+    return picks
 
 
 class _Models:
@@ -608,7 +655,7 @@ def encode(
                                           rmse=_rmse(layout, layout.fill_replicated(flat.reshape(layout.shape)), pixels)))
     reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + exact_costs[stop].bits, rmse=0.0))
 
-    point_states = _choose_points(marks, config.points, lossy=stop + 1)
+    point_states = _choose_points(marks, config.points, lossy=stop + 1, ts=[r.t for r in reports[: stop + 1]])
     header = header_for(S - stop, partial=any(stop < s < len(marks) - 1 for s in point_states), coarse=coarse)
     points = []
     for s in point_states:
@@ -633,6 +680,7 @@ def encode(
         r.payload_bits = 32 * m
         if s in chosen:
             kept.append(points[len(kept)])
+            r.point = True
     assert reports[-1].bits == 8 * len(data)
     return EncodeResult(data=data, file=dfc, steps=reports, num_dims=n_dims, network_evaluations=evaluations,
                         exact_method={exact.LINEAR: "linear", exact.LEARNED: "learned", exact.COARSE: "coarse"}[plan.method])

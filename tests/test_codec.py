@@ -304,6 +304,27 @@ def test_truncation_points_keep_x_T_the_last_lossy_state_and_spread_over_size():
     assert _choose_points(list(range(1, 60)) + [6000], None) == list(range(60))  # 6000 words: 60 points
 
 
+def test_automatic_points_keep_every_lossy_state_within_the_t_ratio():
+    """With the states' t, the automatic table lists a lossy point at least every POINT_T_RATIO in t (issue 20):
+    truncate --stop-at-t T then reaches t < 1.5·T on every image size, on top of the size-spread points."""
+    from diffcodec.codec import POINT_T_RATIO, _choose_points, _t_grid
+
+    ts = [1000, 960, 920, 881, 844, 807, 770, 735, 700, 667, 634, 602, 571, 540, 511, 482, 454, 427, 401, 375, 351,
+          327, 304, 282, 261, 241, 221, 202, 184, 167, 151, 136, 121, 108, 95, 83, 71, 61, 51]  # S = 50, quad
+    marks = list(range(1, len(ts) + 1)) + [200, 300, 400]  # 39 lossy states, two partial candidates, x_0
+    picks = _choose_points(marks, None, lossy=len(ts), ts=ts)
+    lossy = [ts[i] for i in picks if i < len(ts)]
+    assert lossy == [ts[i] for i in _t_grid(ts, POINT_T_RATIO)] == [1000, 667, 454, 304, 221, 151, 108, 83, 61, 51]
+    assert picks[-1] == len(marks) - 1
+    for T in range(51, 1001):
+        reached = min(t for t in lossy if t >= T)
+        assert reached < POINT_T_RATIO * T
+    # A larger file's budget (1% of its words) adds size-spread points, lossy and partial, to the grid.
+    big = _choose_points(list(range(1, len(ts) + 1)) + [2000, 2500, 3000], None, lossy=len(ts), ts=ts)
+    assert set(picks) <= set(big) and len(big) == 30 and len(marks) - 2 in big
+    assert _choose_points(marks, 5, lossy=len(ts), ts=ts) == _choose_points(marks, 5, lossy=len(ts))  # --points N: by size
+
+
 def test_a_stop_before_the_last_simulated_state_recomputes_its_prediction(tiny_model, monkeypatch):
     """The encoder keeps only two predictions; stopping elsewhere recomputes one, and the file still decodes."""
     import diffcodec.codec as codec
