@@ -164,6 +164,18 @@ def sample_rows(n: int, keep: int = 12) -> list[int]:
     return sorted({round(i * (n - 1) / (keep - 1)) for i in range(keep)})
 
 
+def steps_summary(coded: int, num_steps: int, first_t: int, last_t: int) -> str:
+    """The one wording of step counts every verb uses (README, "Steps"): coded states of the S-step chain."""
+    return (f"{coded} of the chain's {num_steps} steps coded (t = {first_t} … {last_t}), then the exact stage"
+            if coded else f"the chain's {num_steps} steps, none coded")
+
+
+def rows_summary(coded: int, partial: int) -> str:
+    """What the rows of an encode or rd-curve table are: coded states, candidate points in the exact stage, the exact image."""
+    inside = f", {partial} inside the exact stage" if partial else ""
+    return f"{coded} coded state{'s' if coded != 1 else ''}{inside}, the exact image"
+
+
 def point_label(t: int, partial: float | None = None) -> str:
     """How tables name a point: its t, and for a partial point of the exact stage the share of x_0 that is exact."""
     return f"0 ({100 * partial:.0f}%)" if partial is not None else str(t)

@@ -29,7 +29,11 @@ def _steps_to_decode(header, last_chain_t: int, stop_at_t: int) -> int:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Image to write; the format follows the suffix (PNG keeps a lossless decode exact).")
 @click.option("--stop-at-t", type=click.IntRange(0), metavar="T", default=0, show_default=True,
-              help="Stop at the last coded state with t ≥ T, as truncate does (0: the exact image, if the file holds it).")
+              help="Stop at the file's last truncation point with t ≥ T: the image of `truncate --stop-at-t T` "
+                   "(0: the exact image, if the file holds it).")
+@click.option("--any-state", is_flag=True,
+              help="Advanced: with --stop-at-t, stop at the last coded state with t ≥ T even between truncation "
+                   "points (the decoder runs the chain; no cut file gives that image).")
 @click.option("--max-bytes", type=click.IntRange(1), metavar="N", default=None,
               help="Decode only what the first truncation points within N bytes give, as a download of N bytes would.")
 @click.option("--reconstruct", type=click.Choice(["mean", "sample", "flow"]), default="mean", show_default=True,
@@ -38,12 +42,13 @@ def _steps_to_decode(header, last_chain_t: int, stop_at_t: int) -> int:
 @model_option
 @json_option
 @debug_option
-def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, as_json):
+def command(input, output, stop_at_t, max_bytes, reconstruct, seed, any_state, model_path, as_json):
     """Decode the .dfc file INPUT into the image OUTPUT.
 
     A truncated file decodes to its last truncation point; a file cut at any byte (an
     interrupted download) decodes to its last whole truncation point and says so on stderr.
-    A point inside the exact stage gives x_0 exact in part, the rest predicted.
+    A point inside the exact stage gives x_0 exact in part, the rest predicted. --stop-at-t T
+    gives exactly what `truncate --stop-at-t T` then `decode` gives.
 
     \b
     Examples:
@@ -74,6 +79,17 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, 
                         f"{len(dfc.points)} of its truncation points")
     h = dfc.header
     common.check_stop_at_t(stop_at_t, h.schedule_steps)
+    cut, lost = dfc.cut, f"{dfc.points_lost} truncation point{'s' if dfc.points_lost != 1 else ''} lost"
+    between = None  # the file has points below T but none at T: the nearest coded state, where decode stops instead
+    if stop_at_t > 0 and not any_state:
+        from diffcodec.container import truncate
+
+        kept = truncate(dfc, chain_position(h, stop_at_t))
+        if len(kept.points) < len(dfc.points):
+            nearest = paper_timestep(h, max(chain_position(h, stop_at_t), h.exact_from))  # the coded state --any-state gives
+            if paper_timestep(h, kept.points[-1].t) > nearest:
+                between = nearest
+            dfc = kept
     if h.mode == "RGBA" and suffix in {".jpg", ".jpeg"}:
         raise DiffcodecError(f"cannot write {output}: JPEG has no alpha channel and {input} is RGBA; use .png")
     model = common.load_model(model_path)
@@ -81,7 +97,6 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, 
         result = decode(dfc, model, stop_at_t=stop_at_t, reconstruct=reconstruct, seed=seed, on_step=update)
 
     notes = []
-    lost = f"{dfc.points_lost} truncation point{'s' if dfc.points_lost != 1 else ''} lost"
     if result.partial is None:
         share = None
     elif h.flags & FLAG_COARSE_TO_FINE:
@@ -89,14 +104,17 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, 
     else:
         share = f"x_0 with {100 * result.partial:.0f}% of its subpixels exact"
     if share is not None:  # the data ran out inside the exact stage
-        how = f"is cut short ({lost})" if dfc.cut else "stops inside the exact stage"
+        how = f"is cut short ({lost})" if cut else "stops inside the exact stage"
         notes.append(f"{input} {how}: decoded to {share}, the rest predicted")
+    elif between is not None:
+        notes.append(f"no truncation point at t={stop_at_t}: decoded to t={result.t}, the nearest point above it, as "
+                     f"truncate does (--any-state decodes the coded state at t={between})")
     elif result.t > paper_timestep(h, max(chain_position(h, stop_at_t), h.exact_from if stop_at_t else 0)):  # data ran out
-        if dfc.cut:
+        if cut:
             notes.append(f"{input} is cut short ({lost}): decoded to t={result.t}, its last whole truncation point")
         else:
             notes.append(f"{input} is truncated at t={paper_timestep(h, dfc.points[-1].t)}: decoded to t={result.t}")
-    elif dfc.cut:
+    elif cut:
         notes.append(f"{input} is cut short ({lost}), but t={result.t} did not need them")
     if result.complete and suffix in LOSSY_SUFFIXES:
         common.warn(f"{output}: {suffix} is a lossy format, so the written image is not the exact one; use .png")
@@ -109,7 +127,7 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, model_path, 
         common.echo_json({"output": str(output), "t": result.t, "complete": result.complete, "width": width,
                           "height": height, "mode": result.mode,
                           "reconstruct": None if result.complete or share else reconstruct,
-                          "partial": result.partial, "cut": dfc.cut, "notes": notes})
+                          "partial": result.partial, "cut": cut, "notes": notes})
         return
     what = ("exact image (checksum verified)" if result.complete else share if share
             else f"t={result.t}, {reconstruct} reconstruction")

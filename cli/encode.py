@@ -24,9 +24,10 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
             target_gain, chunk_bits, max_candidate_bits, model_path, as_json):
     """Encode IMAGE (PNG, JPEG, …; 8-bit L, RGB or RGBA, any size) into the .dfc file OUTPUT.
 
-    Prints, for each coded step, the diffusion time t, the bits of a file cut there, bits/dim,
-    and the RMSE (0–255) and PSNR of the image a decoder reconstructs there. The whole file
-    decodes to the exact image (t = 0).
+    Prints, for each truncation point of the file, the diffusion time t, the bits of the file
+    cut there (what `truncate` writes), bits/dim, and the RMSE (0–255) and PSNR of the image a
+    decoder shows there; --json lists every coded state. The whole file decodes to the exact
+    image (t = 0).
 
     \b
     Examples:
@@ -67,15 +68,17 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
         return
 
     h, w = img.pixels.shape[:2]
-    click.echo(f"{image}: {w}×{h} {img.mode}, {n} subpixels, {len(result.lossy_steps)} coded steps")
+    click.echo(f"{image}: {w}×{h} {img.mode}, {n} subpixels; {common.steps_summary(result.coded_steps, result.num_steps, result.lossy_steps[0].t, result.lossy_steps[-1].t)}")
     click.echo(f"{'t':>8} {'bits':>10} {'bits/dim':>9} {'RMSE':>8} {'PSNR':>7}")
-    rows = common.sample_rows(len(result.steps))
+    # The file's truncation points: what truncate and decode --stop-at-t can stop at (info lists the same).
+    points = [i for i, s in enumerate(result.steps) if s.point]
+    rows = [points[i] for i in common.sample_rows(len(points), keep=16)]
     for i in rows:
         s = result.steps[i]
         click.echo(f"{common.point_label(s.t, s.partial):>8} {s.bits:>10} {s.bits / n:>9.4f} {s.rmse:>8.3f} "
                    f"{common.fmt_psnr(common.psnr(s.rmse)):>7}")
-    if len(rows) < len(result.steps):
-        click.echo(f"({len(rows)} of {len(result.steps)} steps shown; --json lists them all)")
+    shown = "the file's truncation points" if len(rows) == len(points) else f"{len(rows)} of the file's {len(points)} truncation points"
+    click.echo(f"({shown}; --json lists all {len(result.steps)} rows: {common.rows_summary(result.coded_steps, len(result.partial_steps))})")
     if result.partial_steps:
         click.echo(f"({common.COARSE_LEGEND if result.exact_method == 'coarse' else common.PARTIAL_LEGEND})")
     what = "lossless" if dfc.complete else f"truncated at t={t_reached}"

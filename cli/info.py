@@ -25,10 +25,12 @@ def command(input, as_json):
       diffcodec info photo.dfc
       diffcodec info photo.dfc --json | python -m json.tool
     """
-    from diffcodec.container import describe
+    from diffcodec.container import describe, paper_timestep
 
     dfc = common.read_dfc(input)
     d = describe(dfc)
+    h = dfc.header
+    d["coded_steps"] = h.num_steps - h.exact_from + 1  # x_T … x_exact_from: the states the stream codes
     if as_json:
         common.echo_json(d)
         return
@@ -44,8 +46,9 @@ def command(input, as_json):
     click.echo(f"{input}: .dfc version {d['version']}, {d['total_bytes']} bytes, {8 * d['total_bytes'] / dims:.4f} bits/dim")
     click.echo(f"  image     {d['width']}×{d['height']} {d['mode']}")
     click.echo(f"  model     {d['model_id']} (T={d['schedule_steps']})")
-    click.echo(f"  coding    {d['num_steps']} steps, chunk_bits {d['chunk_bits']}, {d['threads']} thread(s)"
-               + (", coarse-to-fine exact stage" if d["coarse_to_fine"] else ""))
+    click.echo(f"  chain     {common.steps_summary(d['coded_steps'], d['num_steps'], paper_timestep(h, h.num_steps), d['exact_from_t'])}"
+               + (" (coarse-to-fine)" if d["coarse_to_fine"] else ""))
+    click.echo(f"  coding    {d['spacing']} spacing, chunk_bits {d['chunk_bits']}, {d['threads']} thread(s)")
     click.echo(f"  state     {state}")
     click.echo(f"  points    {len(d['points'])}")
     click.echo(f"  {'t':>8} {'bytes':>10} {'bits/dim':>9}")

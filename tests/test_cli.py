@@ -177,7 +177,7 @@ def test_encode_human_table(encoded, work, model):
     result = run("encode", encoded["image"], "-o", work / "table.dfc", "--model", model, *FAST)
     lines = result.stdout.splitlines()
     assert lines[1].split() == ["t", "bits", "bits/dim", "RMSE", "PSNR"]
-    assert "2 coded steps" in lines[0]
+    assert "2 of the chain's 3 steps coded" in lines[0]  # the one wording of step counts (README, "Steps")
     assert [line.split()[0] for line in lines[2:5]] == ["1000", "501", "0"]
     assert lines[-1].startswith("wrote")
 
@@ -403,7 +403,7 @@ def test_nll_json(tiles, model):
     # One torch thread: with the cores busy (a training job), two threads run the tiny net ~40× slower.
     result = run("nll", tiles, "--steps", 3, "--threads", 1, "--model", model, "--json")
     out = last_json(result)
-    assert {"bpd", "prior", "steps", "decoder", "images", "num_steps"} <= out.keys()
+    assert {"bpd", "prior", "steps", "decoder", "images", "tiles", "num_steps"} <= out.keys()
     assert "per_step" not in out
     assert out["images"] == 3 and out["num_steps"] == 3
     assert out["bpd"] == pytest.approx(out["prior"] + out["steps"] + out["decoder"])
@@ -413,11 +413,26 @@ def test_nll_json(tiles, model):
     assert "L_T" in human and "L_0" in human and "bits/dim" in human
 
 
-def test_nll_refuses_other_sizes(work, model):
-    folder = work / "odd"
-    folder.mkdir()
-    random_image(folder / "a.png", 13, 20, "RGB")
-    assert_one_line_error(run("nll", folder, "--steps", 2, "--model", model, expect=None), "32×32")
+def test_nll_tiles_a_64x64_image_like_the_codec(work, model):
+    """nll cuts any image into the codec's 32×32 tiles: a 64×64 image's bound is that of its four quarters
+    (the same x_t draws, tile order = name order), and a padded 13×20 image counts only its real pixels."""
+    big, quarters, odd = work / "big", work / "quarters", work / "odd"
+    for f in (big, quarters, odd):
+        f.mkdir()
+    pixels = random_image(big / "a.png", 64, 64, "RGB", seed=3)
+    for k, (y, x) in enumerate([(0, 0), (0, 32), (32, 0), (32, 32)]):
+        Image.fromarray(pixels[y : y + 32, x : x + 32]).save(quarters / f"{k}.png")
+    args = ("--steps", 3, "--threads", 1, "--model", model, "--json", "--per-image")
+    whole = last_json(run("nll", big, *args))
+    parts = last_json(run("nll", quarters, *args))
+    assert whole["images"] == 1 and whole["tiles"] == 4 and parts["tiles"] == 4
+    assert whole["bpd"] == pytest.approx(parts["bpd"], rel=1e-9)
+    assert whole["per_image"][0]["bits"] == pytest.approx(sum(r["bits"] for r in parts["per_image"]), rel=1e-9)
+    assert whole["per_image"][0]["bits"] == pytest.approx(whole["bpd"] * 64 * 64 * 3, rel=1e-9)
+    random_image(odd / "a.png", 13, 20, "RGB")
+    out = last_json(run("nll", odd, *args))
+    assert out["tiles"] == 1 and out["per_image"][0]["bits"] == pytest.approx(out["bpd"] * 13 * 20 * 3, rel=1e-9)
+    assert "bound bytes" in run("nll", big, "--steps", 3, "--threads", 1, "--model", model, "--per-image").stdout
 
 
 def test_rd_curve_csv_plot_json(work, model):

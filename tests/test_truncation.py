@@ -1,0 +1,51 @@
+"""Issue 20's acceptance: a default file cut by `truncate` at several t decodes to ever better images near each t.
+
+Uses the shipped model on a bundled 32×32 image (one encode and a few short decodes: seconds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from diffcodec.cli.main import main
+from diffcodec.codec import POINT_T_RATIO
+from diffcodec.models.checkpoint import DEFAULT_MODEL_PATH
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "images" / "cifar10-test-00000.png"
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL_PATH.exists(), reason="no shipped model")
+
+
+def run(*args) -> dict:
+    result = CliRunner().invoke(main, [str(a) for a in args] + ["--json"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_cut_default_file_decodes_near_each_t_and_improves(tmp_path, one_torch_thread):
+    whole = tmp_path / "img.dfc"
+    run("encode", EXAMPLE, "-o", whole)
+    original = np.asarray(Image.open(EXAMPLE)).astype(np.float64)
+    rmses, sizes = [], []
+    for t in (900, 500, 300, 100):
+        cut = tmp_path / f"img-{t}.dfc"
+        out = run("truncate", whole, "--stop-at-t", t, "-o", cut)
+        # The stated distance: the point reached has t ≥ T and t < POINT_T_RATIO · T (1.5; docs/codec.md).
+        assert t <= out["t"] < POINT_T_RATIO * t, (t, out["t"])
+        decoded = run("decode", cut, "-o", tmp_path / f"cut-{t}.png")
+        assert decoded["t"] == out["t"]
+        # decode --stop-at-t on the whole file gives the same image as the cut file.
+        assert run("decode", whole, "--stop-at-t", t, "-o", tmp_path / f"whole-{t}.png")["t"] == out["t"]
+        cut_pixels = np.asarray(Image.open(tmp_path / f"cut-{t}.png"))
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / f"whole-{t}.png")), cut_pixels)
+        rmses.append(float(np.sqrt(np.mean((cut_pixels - original) ** 2))))
+        sizes.append(out["output_bytes"])
+    assert all(a > b for a, b in zip(rmses, rmses[1:])), rmses
+    assert all(a < b for a, b in zip(sizes, sizes[1:])), sizes
+    assert rmses[0] < 80  # t = 1000 is the average image, not saturated noise (RMSE 139 before issue 20)
