@@ -25,10 +25,11 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, searc
             target_gain, chunk_bits, max_candidate_bits, model_path, as_json):
     """Encode every image in FOLDER once and report the set's rate and distortion at each coded step.
 
-    Rate is bits/dim of the real streams cut after the step, summed over the images; distortion
-    is the RMSE (0–255) over all their pixels of the mean reconstruction there. Images may have
-    any size and mode. Each image's chain stops where its exact stage is cheapest; at a t below
-    that, an image counts with its last coded state (what decode --stop-at-t gives). The plot
+    Rate is bits/dim of the real streams cut after the step (with a truncation point there),
+    summed over the images; distortion is the RMSE (0–255) over all their pixels of the mean
+    reconstruction there. Images may have any size and mode. Each image's chain stops where its
+    exact stage is cheapest; at a t below that, an image counts with its last coded state (what
+    decode --stop-at-t --any-state gives). Step counts as everywhere (README, "Steps"). The plot
     follows Figure 5 of Ho et al. 2020: distortion and rate against reverse steps, and
     distortion against rate (with the classical codecs when --baselines is given).
 
@@ -58,7 +59,7 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, searc
                                  spacing=spacing, exact_from_t=exact_from_t, exact_method=exact_method, threads=threads,
                                  search_threads=search_threads, target_gain=target_gain)
 
-    acc = rdcurve.RDAccumulator(schedule_steps=model.diffusion.num_steps)
+    acc = rdcurve.RDAccumulator(schedule_steps=model.diffusion.num_steps, num_steps=config.steps)
     kept_images = []
     with common.progress(len(files), "encoding images") as update:
         for path in files:
@@ -72,6 +73,7 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, searc
 
     baseline_rows = []
     if baselines:
+        common.note(f"measuring the classical codecs on the same {len(kept_images)} image(s)…")
         baseline_rows = rdcurve.baseline_points(kept_images, on_skip=common.warn)
         if not baseline_rows:
             common.warn("no classical codec could code these images")
@@ -88,16 +90,20 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, searc
             out["baselines"] = [{k: r[k] for k in rdcurve.BASELINE_CSV_COLUMNS} for r in baseline_rows]
         common.echo_json(out)
         return
-    click.echo(f"{folder}: {curve.n_images} image{'s' if curve.n_images != 1 else ''}, "
-               f"{curve.n_subpixels} subpixels, {sum(p.t > 0 for p in curve.points)} coded steps")
+    lo, hi = curve.coded_per_image
+    click.echo(f"{folder}: {curve.n_images} image{'s' if curve.n_images != 1 else ''}, {curve.n_subpixels} subpixels; "
+               f"{lo if lo == hi else f'{lo}–{hi}'} of the chain's {curve.num_steps} steps coded per image, then the exact stage")
     click.echo(f"{'t':>8} {'bits/dim':>9} {'RMSE':>8} {'PSNR':>7} {'KL bits/dim':>12}")
     rows = common.sample_rows(len(curve.points))
     for i in rows:
         p = curve.points[i]
         click.echo(f"{common.point_label(p.t, p.partial):>8} {p.rate_bpd:>9.4f} {p.rmse:>8.3f} {common.fmt_psnr(p.psnr):>7} "
                    f"{p.kl_bpd:>12.4f}")
-    if len(rows) < len(curve.points):
-        click.echo(f"({len(rows)} of {len(curve.points)} steps shown; --csv or --json give them all)")
+    partial = sum(p.partial is not None for p in curve.points)
+    inside = f", {partial} inside the exact stage" if partial else ""
+    what = f"{curve.coded_steps} distinct coded states over the images{inside}, the exact image"
+    shown = f"{len(rows)} of {len(curve.points)} rows shown" if len(rows) < len(curve.points) else f"{len(rows)} rows"
+    click.echo(f"({shown}: {what}; --csv or --json give them all)")
     if any(p.partial is not None for p in curve.points):
         click.echo(f"({common.PARTIAL_LEGEND})")
     if baseline_rows:

@@ -75,12 +75,21 @@ class RDCurve:
     n_images: int
     n_subpixels: int
     schedule_steps: int | None = None  # T of the model's chain: the plot's x axis is T − t
+    num_steps: int | None = None  # S, the length of the coded chain (``--steps``), when known
+    coded_per_image: tuple[int, int] = (0, 0)  # fewest and most states an image's file codes
+
+    @property
+    def coded_steps(self) -> int:
+        """Distinct coded states over the set (rows with t > 0): each image codes some of the chain's S."""
+        return sum(p.t > 0 for p in self.points)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "images": self.n_images,
             "subpixels": self.n_subpixels,
-            "num_steps": sum(p.t > 0 for p in self.points),
+            "num_steps": self.num_steps,
+            "coded_steps": self.coded_steps,
+            "coded_steps_per_image": list(self.coded_per_image),
             "schedule_steps": self.schedule_steps,
             "points": [asdict(p) for p in self.points],
         }
@@ -98,6 +107,7 @@ class RDAccumulator:
     """
 
     schedule_steps: int | None = None
+    num_steps: int | None = None  # S of the encodings (``--steps``), for the report
     _images: list = field(default_factory=list)
     n_images: int = 0
     n_subpixels: int = 0
@@ -117,7 +127,7 @@ class RDAccumulator:
             raise DiffcodecError("a step report has no RMSE")
         bits = np.array([s.bits for s in steps], dtype=np.float64)
         kl = np.array([s.kl_bits for s in steps], dtype=np.float64)
-        self._images.append((keys, bits, kl, rmse**2 * num_dims))
+        self._images.append((keys, bits, kl, rmse**2 * num_dims, sum(t > 0 for t in ts)))
         self.n_images += 1
         self.n_subpixels += int(num_dims)
 
@@ -127,7 +137,7 @@ class RDAccumulator:
         exact = stream_position(0, None)
         all_keys = sorted({k for keys, *_ in self._images for k in keys})
         totals = np.zeros((len(all_keys), 3))
-        for keys, bits, kl, se in self._images:
+        for keys, bits, kl, se, _ in self._images:
             j = 0
             for row, key in enumerate(all_keys):
                 # Advance to the image's last point at or before this one (its exact image only at the exact row).
@@ -143,7 +153,9 @@ class RDAccumulator:
             partial = key[1] if key[0] == 0 and key != exact else None
             points.append(RDPoint(t=-key[0], rate_bpd=float(bits / n), rmse=rmse, psnr=psnr_from_rmse(rmse), kl_bpd=float(kl / n),
                                   partial=partial))
-        return RDCurve(points=points, n_images=self.n_images, n_subpixels=n, schedule_steps=self.schedule_steps)
+        coded = [c for *_, c in self._images]
+        return RDCurve(points=points, n_images=self.n_images, n_subpixels=n, schedule_steps=self.schedule_steps,
+                       num_steps=self.num_steps, coded_per_image=(min(coded), max(coded)))
 
 
 def aggregate(encodings: Iterable[Any], schedule_steps: int | None = None) -> RDCurve:
@@ -151,6 +163,7 @@ def aggregate(encodings: Iterable[Any], schedule_steps: int | None = None) -> RD
     acc = RDAccumulator(schedule_steps=schedule_steps)
     for result in encodings:
         acc.add(result.steps, result.num_dims)
+        acc.num_steps = getattr(result, "num_steps", None)
     return acc.curve()
 
 
@@ -237,31 +250,44 @@ def plot(curve: RDCurve, path: str | Path, baselines: Sequence[dict[str, Any]] =
     """Three panels as in Ho et al. 2020 Figure 5: distortion vs steps, rate vs steps, distortion vs rate.
 
     The x axis of the first two is reverse-process steps T − t (T from the curve, else the
-    largest t).  Baselines appear on the third panel: one line per lossy family, a marker at
-    rmse 0 for each lossless codec.  The format follows the file suffix.
+    largest t).  Rates are on a log axis: the lossy prefixes cost ~0.1–1 bits/dim, the lossless
+    file several.  The exact image (T − t = T) is drawn apart from the chain, with a dotted line:
+    the chain stops at x_t0 (t0 ≈ 35 on CIFAR-10) and the exact stage codes x_0 directly from there,
+    most of the file in one go, so the rate "jumps" there.  Baselines appear on the third panel:
+    one line per lossy family, a marker at rmse 0 for each lossless codec.  The format follows
+    the file suffix.
     """
     require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     T = curve.schedule_steps if curve.schedule_steps is not None else max(p.t for p in curve.points)
-    chain = [p for p in curve.points if p.partial is None]  # partial points all sit at t = 0: the RD panel shows them
+    chain = [p for p in curve.points if p.t > 0]  # the lossy states; partial points all sit at t = 0: the RD panel shows them
+    exact = [p for p in curve.points if p.t == 0 and p.partial is None]
     steps = [T - p.t for p in chain]
-    rate = [p.rate_bpd for p in curve.points]
-    rmse = [p.rmse for p in curve.points]
 
     fig = Figure(figsize=(13, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
     ax_d, ax_r, ax_rd = fig.subplots(1, 3)
-    marker = "." if len(curve.points) <= 40 else None
-    ax_d.plot(steps, [p.rmse for p in chain], color="C0", marker=marker)
+    marker = "." if len(curve.points) <= 60 else None
+    ax_d.plot(steps, [p.rmse for p in chain], color="C0", marker=marker, label="lossy states (mean x̂_0)")
+    ax_r.plot(steps, [p.rate_bpd for p in chain], color="C0", marker=marker, label="lossy states")
+    if exact and chain:
+        e, last = exact[0], chain[-1]
+        ax_d.plot([T - last.t, T], [last.rmse, e.rmse], color="C0", linestyle=":")
+        ax_d.plot([T], [e.rmse], color="C3", marker="*", linestyle="none", label="exact image")
+        ax_r.plot([T - last.t, T], [last.rate_bpd, e.rate_bpd], color="C0", linestyle=":")
+        ax_r.plot([T], [e.rate_bpd], color="C3", marker="*", linestyle="none",
+                  label=f"exact image: the exact stage, coded\ndirectly from x_t at the chain's end")
     ax_d.set_xlabel("reverse process steps (T − t)")
     ax_d.set_ylabel("distortion (RMSE, 0–255)")
-    ax_r.plot(steps, [p.rate_bpd for p in chain], color="C0", marker=marker)
     ax_r.set_xlabel("reverse process steps (T − t)")
-    ax_r.set_ylabel("rate (bits/dim)")
-    ax_rd.plot(rate, rmse, color="C0", marker=marker, label="diffcodec")
-    ax_rd.set_xlabel("rate (bits/dim)")
+    ax_r.set_ylabel("rate (bits/dim, log scale)")
+    ax_r.set_yscale("log")
+    ax_rd.plot([p.rate_bpd for p in curve.points], [p.rmse for p in curve.points], color="C0", marker=marker,
+               label="diffcodec")
+    ax_rd.set_xscale("log")
+    ax_rd.set_xlabel("rate (bits/dim, log scale)")
     ax_rd.set_ylabel("distortion (RMSE, 0–255)")
 
     families: dict[str, list[dict[str, Any]]] = {}
@@ -271,11 +297,14 @@ def plot(curve: RDCurve, path: str | Path, baselines: Sequence[dict[str, Any]] =
         rows = sorted(rows, key=lambda r: r["rate_bpd"])
         style = dict(marker="x", linestyle="none") if rows[0]["lossless"] else dict(marker=".", linestyle="-")
         ax_rd.plot([r["rate_bpd"] for r in rows], [r["rmse"] for r in rows], color=f"C{k % 10}", label=name, **style)
-    if families:
-        ax_rd.legend(fontsize="small")
     for ax in (ax_d, ax_r, ax_rd):
-        ax.grid(True, alpha=0.3)
-    fig.suptitle(title or f"{curve.n_images} image{'s' if curve.n_images != 1 else ''}, {sum(p.t > 0 for p in curve.points)} coded steps")
+        ax.grid(True, alpha=0.3, which="both")
+        ax.legend(fontsize="x-small")
+    n = curve.n_images
+    lo, hi = curve.coded_per_image
+    coded = f"{lo}" if lo == hi else f"{lo}–{hi}"
+    chain_len = f" of the chain's {curve.num_steps}" if curve.num_steps else ""
+    fig.suptitle(title or f"{n} image{'s' if n != 1 else ''}, {coded}{chain_len} steps coded per image, then the exact stage")
     try:
         fig.savefig(path, dpi=120)
     except (OSError, ValueError) as exc:

@@ -39,7 +39,7 @@ def test_pooling_weights_by_subpixels():
     assert p[1].kl_bpd == pytest.approx(0.9 * 140 / 400)
     assert p[2].rmse == 0 and p[2].psnr is None
     js = curve.to_json()
-    assert js["num_steps"] == 2 and js["points"][0]["t"] == 1000
+    assert js["coded_steps"] == 2 and js["coded_steps_per_image"] == [2, 2] and js["points"][0]["t"] == 1000
 
 
 def test_images_stopping_at_different_t_carry_their_last_state_forward():
