@@ -461,6 +461,26 @@ def test_rd_curve_csv_plot_json(work, model):
     assert "bits/dim" in human and "RMSE" in human
 
 
+def test_step_counts_agree_across_encode_info_rd_curve_and_json(work, model):
+    """One definition (README, "Steps"): S = the chain's length (--steps), coded = the states x_T … x_t0 a file
+    codes; encode, info and rd-curve print the same words and their --json the same numbers."""
+    folder = work / "counts"
+    folder.mkdir()
+    random_image(folder / "a.png", 16, 16, "RGB", seed=5)
+    dfc = work / "counts.dfc"
+    enc = last_json(run("encode", folder / "a.png", "-o", dfc, "--model", model, "--json", *FAST))
+    info = last_json(run("info", dfc, "--json"))
+    rd = last_json(run("rd-curve", folder, "--model", model, "--json", *FAST))
+    coded = sum(s["t"] > 0 for s in enc["steps"])
+    assert enc["num_steps"] == info["num_steps"] == rd["num_steps"] == 3
+    assert enc["coded_steps"] == info["coded_steps"] == coded == rd["coded_steps"] == rd["coded_steps_per_image"][0]
+    assert sum(s["point"] for s in enc["steps"]) == len(info["points"])
+    words = f"{coded} of the chain's 3 steps coded"
+    assert words in run("encode", folder / "a.png", "-o", dfc, "--model", model, *FAST).stdout.splitlines()[0]
+    assert words in run("info", dfc).stdout
+    assert words in run("rd-curve", folder, "--model", model, *FAST).stdout.splitlines()[0]
+
+
 def test_rd_curve_baselines(work, model):
     folder = work / "rgba"
     folder.mkdir()
