@@ -1,23 +1,29 @@
-"""Draw one file decoded at several prefixes: the picture at the top of the README.
+"""Draw one file cut at several points with `truncate`: the picture at the top of the README.
 
     python bench/truncation_series.py --image examples/images/cifar10-test-00000.png \
         --out docs/truncation-series.png
 
-Encodes the image once, then decodes the same stream at each t (mean reconstruction x̂_0,
-and the exact image at t = 0) and at the partial points inside the exact stage after the
-stages given by --stages (x_0 exact on those stages, predicted on the rest), labelling each
-panel with the size of the file cut after that point (header and table included) and its RMSE.
+Encodes the image once with the default settings (as `diffcodec encode` does), then for each T
+of --ts runs what `diffcodec truncate --stop-at-t T` runs (container.truncate, no model) and
+decodes the cut file as `diffcodec decode` does (mean reconstruction; the exact image at the
+end), and for each size of --max-bytes what `truncate --max-bytes N` keeps. Each panel is
+labelled with the t the cut file reaches, its real size in bytes and its RMSE (0–255).
+
+--stages K,… shows partial points inside the exact stage (x_0 exact on its first K stages,
+predicted on the rest): a default 32×32 file's table has no room for them, so those panels are
+cut (truncate --max-bytes at the point's size) from the same image encoded with every candidate
+a point (`encode --points 1000`), and their sizes include that larger table.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import numpy as np
 
 from diffcodec.codec import EXACT_METHODS, CodecConfig, decode, encode
-from diffcodec.container import keep_points
+from diffcodec.container import (FLAG_COARSE_TO_FINE, chain_position, decode_file, describe, encode_file, fit_bytes,
+                                 paper_timestep, truncate)
 from diffcodec.images import load_image
 from diffcodec.models.checkpoint import load_model
 
@@ -26,10 +32,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--image", default="examples/images/cifar10-test-00000.png")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--ts", default="700,500,350,220,130,70,30")
-    ap.add_argument("--stages", default="2,3,4", help="partial points to show: exact-stage stages decoded")
+    ap.add_argument("--ts", default="1000,650,450,300,150,80,50", help="--stop-at-t of each cut file")
+    ap.add_argument("--max-bytes", default="", help="sizes of further cut files (truncate --max-bytes)")
+    ap.add_argument("--stages", default="", help="partial points to show: exact-stage stages decoded (see above)")
     ap.add_argument("--exact-method", default=CodecConfig.exact_method, choices=list(EXACT_METHODS),
-                    help="coarse: the coarse-to-fine exact stage (its stages 1–6 code bins, 7–12 values)")
+                    help="coarse: the coarse-to-fine exact stage (its partial points show bins first)")
     ap.add_argument("--out", default="docs/truncation-series.png")
     args = ap.parse_args()
 
@@ -40,32 +47,36 @@ def main() -> None:
 
     model = load_model(args.model)
     img = load_image(args.image)
-    config = CodecConfig(exact_method=args.exact_method)
-    result = encode(img.pixels, img.mode, model, config)
-    bits_at = {s.t: s.bits for s in result.lossy_steps}  # the size of the file cut right after each step
-    # The same stream with every candidate a point, to decode at partial points the default table does not
-    # hold; the sizes shown are the default file's (result.steps), as in the RD tables.
-    every = encode(img.pixels, img.mode, model, replace(config, points=1000)).file
-    ts = [int(t) for t in args.ts.split(",")]
-    stages = [int(k) for k in args.stages.split(",") if k]
-    panels = [("t", t) for t in ts] + [("stages", k) for k in stages] + [("exact", 0)]
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(1.6 * (len(panels) + 1), 2.1))
-    for ax, (kind, value) in zip(axes, panels):
-        if kind == "t":
-            dec = decode(result.data, model, stop_at_t=value)
-            title = f"t={dec.t}\n{bits_at[dec.t] // 8} B"
-        elif kind == "stages":
-            at = [k for k, p in enumerate(every.points, start=1) if p.partial][value - 1]
-            dec = decode(keep_points(every, at), model)
-            what = (f"bins {value}/6" if value <= 6 else f"bins, {value - 6}/6 values") if result.exact_method == "coarse" \
-                else f"x_0 {100 * dec.partial:.0f}% exact"
-            title = f"{what}\n{result.partial_steps[value - 1].bits // 8} B"
-        else:
-            dec = decode(result.data, model)
-            title = f"exact\n{len(result.data)} B"
+    whole = encode(img.pixels, img.mode, model, CodecConfig(exact_method=args.exact_method)).data
+    dfc = decode_file(whole)
+    h = dfc.header
+    cuts = [(f"--stop-at-t {t}", truncate(dfc, chain_position(h, int(t))), None) for t in args.ts.split(",") if t]
+    cuts += [(f"--max-bytes {n}", fit_bytes(dfc, int(n)), None) for n in args.max_bytes.split(",") if n]
+    if args.stages:
+        config = CodecConfig(exact_method=args.exact_method, points=1000)
+        every = decode_file(encode(img.pixels, img.mode, model, config).data)
+        sizes = [p["bytes"] for p in describe(every)["points"] if "subpixels" in p]
+        coarse = args.exact_method == "coarse"
+        label = lambda k: (f"bins {k}/6" if k <= 6 else f"bins, {k - 6}/6 values") if coarse else None  # noqa: E731
+        cuts += [(f"--points 1000, then --max-bytes {sizes[k - 1]}", fit_bytes(every, sizes[k - 1]), label(k))
+                 for k in (int(v) for v in args.stages.split(","))]
+    cuts.append(("whole file", dfc, None))
+    fig, axes = plt.subplots(1, len(cuts) + 1, figsize=(1.6 * (len(cuts) + 1), 2.1))
+    for ax, (how, cut, label) in zip(axes, cuts):
+        data = encode_file(cut)
+        dec = decode(data, model)
         rmse = float(np.sqrt(np.mean((dec.pixels.astype(float) - img.pixels) ** 2)))
+        if label is not None:
+            what = label
+        elif dec.complete:
+            what = "exact"
+        elif dec.partial is not None:
+            what = f"x_0 {100 * dec.partial:.0f}% " + ("decoded" if cut.header.flags & FLAG_COARSE_TO_FINE else "exact")
+        else:
+            what = f"t={paper_timestep(h, cut.points[-1].t)}"
         ax.imshow(dec.pixels.squeeze())
-        ax.set_title(title + (f", RMSE {rmse:.1f}" if kind != "exact" else ""), fontsize=7)
+        ax.set_title(f"{what}\n{len(data)} B" + ("" if dec.complete else f", RMSE {rmse:.1f}"), fontsize=7)
+        print(f"{how}: {len(data)} bytes, {what}, RMSE {rmse:.2f}")
     axes[-1].imshow(img.pixels.squeeze())
     axes[-1].set_title("original", fontsize=7)
     for ax in axes:
