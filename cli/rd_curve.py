@@ -61,14 +61,14 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, searc
 
     acc = rdcurve.RDAccumulator(schedule_steps=model.diffusion.num_steps, num_steps=config.steps)
     kept_images = []
-    with common.progress(len(files), "encoding images") as update:
+    # One update per coded step of every image (a photo takes minutes), not one per image.
+    with common.progress(len(files) * (config.steps + 1), f"encoding {len(files)} image{'s' if len(files) != 1 else ''}") as update:
         for path in files:
             img = common.load_image(path)
-            result = encode(img.pixels, img.mode, model, config)
+            result = encode(img.pixels, img.mode, model, config, on_step=update)
             acc.add(result.steps, result.num_dims)
             if baselines:
                 kept_images.append(img.pixels)
-            update(1)
     curve = acc.curve()
 
     baseline_rows = []
