@@ -15,7 +15,9 @@ from .options import codec_options, debug_option, json_option, model_option, ste
 @click.option("--stop-at-t", type=click.IntRange(0), metavar="T", default=None,
               help="Write the file truncated at the nearest truncation point with t ≥ T (default: the whole, lossless file).")
 @click.option("--points", type=click.IntRange(1), metavar="N", default=None,
-              help="Advanced: number of truncation points in the file (default: about 1% of the payload, at least 5; x_T, the last lossy state and the exact image always have one).")
+              help="Advanced: number of truncation points in the file, spread over its size (default: a lossy point every 1.5× in t, "
+                   "so that truncate --stop-at-t T reaches t < 1.5·T, plus about 1% of the payload in points where that is more; "
+                   "x_T, the last lossy state and the exact image always have one).")
 @codec_options
 @model_option
 @json_option
