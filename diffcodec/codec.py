@@ -750,6 +750,10 @@ def decode(
 ) -> DecodeResult:
     """Decode a .dfc stream (Algorithm 4) down to the last coded state with t ≥ ``stop_at_t`` that the data holds.
 
+    Any coded state, listed in the table or not.  ``diffcodec decode --stop-at-t T`` first cuts the file at
+    its last truncation point with t ≥ T (:func:`diffcodec.container.truncate`, as ``diffcodec truncate``
+    does), so that it shows what the cut file shows; ``--any-state`` calls this directly.
+
     ``reconstruct`` turns a lossy state x_t into an image: ``mean`` is x̂_0 = (x_t − √(1−ᾱ_t) ε_θ)/√ᾱ_t
     (the paper's Table 4 / Figure 5 distortion; shrunk toward the average image at high noise,
     :func:`diffcodec.reconstruct.mean_image`), ``sample`` runs ancestral sampling from x_t,

@@ -4,7 +4,7 @@ Every image is encoded once; each coded step of the chain is a truncation point,
 encoding gives a whole curve (Ho et al. 2020, Figure 5 and Table 4).  The chain's timesteps
 are the same for every image, but each image stops its chain where its exact stage is
 cheapest; at a t below that, an image counts with its last coded state (what
-``decode --stop-at-t`` gives).  The points pool into one curve for the set:
+``decode --stop-at-t --any-state`` gives).  The points pool into one curve for the set:
 
 * rate: real stream bits summed over the images, divided by the set's subpixels
   (a subpixel is one channel of one pixel), in bits/dim;
@@ -100,7 +100,7 @@ class RDAccumulator:
     """Pools per-step reports of several encodings into one :class:`RDCurve`, one image at a time.
 
     Images may stop their chain at different t (the encoder starts the exact stage where it is
-    cheapest).  At a t an image has no state for, it contributes what ``decode --stop-at-t t``
+    cheapest).  At a t an image has no state for, it contributes what ``decode --any-state --stop-at-t t``
     gives: its last state with a larger t, at that state's rate.  Partial points inside the exact
     stage are rows at t = 0 keyed by their share of exact subpixels (the same shares for images of
     one mode); an image without a row at a share contributes its last point before it.
