@@ -68,13 +68,72 @@ def reference_curves(n_images: int) -> dict[str, list[list[tuple[float, float]]]
     return found
 
 
+# Single files cut at their truncation points: what a file cut to at most a rate decodes to is its best
+# cut at or below that rate (a step function, as BENCHMARKS.md's other tables give diffcodec's prefixes).
+PROGRESSIVE = ("j2k-layers", "jpeg-prog-q75", "jpeg-prog-q95")
+
+
+def step_rmse(curve: list[tuple[float, float]], rate: float) -> float | None:
+    """The lowest RMSE among the points at or below ``rate`` (None if there is none)."""
+    below = [e for r, e in curve if 0 < r <= rate]
+    return min(below) if below else None
+
+
+def tables(curves: dict[str, list[dict]], n_images: int) -> dict:
+    """RMSE at RATES: every curve interpolated (issue 19's table), and single-file curves as step functions."""
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for family, rows in curves.items():
+        label = family + (", BPG-style size" if family.startswith("hevc") else "")
+        lines[label] = [(r["rate_bpd"], r["rmse"]) for r in rows]
+        if family.startswith("hevc"):
+            lines[family + ", raw size"] = [(r["raw_rate_bpd"], r["rmse"]) for r in rows]
+    interpolated = {label: [interpolate_rmse(c, rate) for rate in RATES] for label, c in lines.items()}
+    step = {label: [step_rmse(c, rate) for rate in RATES] for label, c in lines.items() if label in PROGRESSIVE}
+    # Earlier results, when they were measured on as many images (the same ones when --data and --limit match theirs).
+    for label, group in reference_curves(n_images).items():
+        cells = []
+        for rate in RATES:
+            found = [e for e in (interpolate_rmse(c, rate) for c in group) if e is not None]
+            cells.append(min(found) if found else None)
+        interpolated[label] = cells
+        if label.startswith("diffcodec"):
+            step[label] = [step_rmse(group[0], rate) for rate in RATES]
+    return {
+        "rates": list(RATES),
+        "table": interpolated,
+        "table_note": "RMSE linear in log-rate between adjacent settings or cuts (None outside a curve); "
+                      "for JPEG/WebP/AVIF/JPEG XL the lowest of the four",
+        "step_table": step,
+        "step_table_note": "single files cut at their truncation points: the lowest RMSE of a cut at or below the rate",
+    }
+
+
+def print_tables(report: dict) -> None:
+    for key in ("table", "step_table"):
+        print(f"\n{report[key + '_note']}\n")
+        print("| rate (bits/dim) | " + " | ".join(f"{r:g}" for r in report["rates"]) + " |")
+        print("|---|" + "---|" * len(report["rates"]))
+        for label, cells in report[key].items():
+            print(f"| {label} | " + " | ".join("–" if e is None else f"{e:.2f}" for e in cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="folder of images (sorted by name)")
+    parser.add_argument("--data", type=Path, help="folder of images (sorted by name)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--tables-from", type=Path, default=None,
+                        help="measure nothing: recompute the tables of this results file (e.g. after the reference files changed)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma-separated (default: {','.join(FAMILIES)})")
     args = parser.parse_args(argv)
+    if args.tables_from is not None:
+        report = json.loads(args.tables_from.read_text())
+        report.update(tables(report["curves"], report["n_images"]))
+        print_tables(report)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
+    if args.data is None:
+        parser.error("--data is required (unless --tables-from)")
 
     paths = sorted(p for p in args.data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[: args.limit]
     if not paths:
@@ -108,25 +167,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{codec.name:24s} {result['rate_bpd']:.3f} bits/dim  rmse {result['rmse']:6.2f}", file=sys.stderr, flush=True)
         curves[family] = rows
 
-    table: dict[str, list[float | None]] = {}
-    for family, rows in curves.items():
-        label = family + (", BPG-style size" if family.startswith("hevc") else "")
-        table[label] = [interpolate_rmse([(r["rate_bpd"], r["rmse"]) for r in rows], rate) for rate in RATES]
-        if family.startswith("hevc"):
-            table[family + ", raw size"] = [interpolate_rmse([(r["raw_rate_bpd"], r["rmse"]) for r in rows], rate) for rate in RATES]
-    # Earlier results, when they were measured on as many images (the same ones when --data and --limit match theirs).
-    for label, group in reference_curves(len(images)).items():
-        cells = []
-        for rate in RATES:
-            found = [e for e in (interpolate_rmse(c, rate) for c in group) if e is not None]
-            cells.append(min(found) if found else None)
-        table[label] = cells
-
-    print("| rate (bits/dim) | " + " | ".join(f"{r:g}" for r in RATES) + " |")
-    print("|---|" + "---|" * len(RATES))
-    for label, cells in table.items():
-        print(f"| {label} | " + " | ".join("–" if e is None else f"{e:.2f}" for e in cells) + " |")
-
     report = {
         "script": "bench/baselines_progressive.py",
         "argv": sys.argv[1:] if argv is None else argv,
@@ -137,11 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         "unavailable": unavailable,
         "versions": baselines.library_versions(),
         "seconds": time.perf_counter() - start,
-        "rates": list(RATES),
-        "interpolation": "RMSE linear in log-rate between adjacent settings (or cuts); None outside a curve",
-        "table": table,
+        **tables(curves, len(images)),
         "curves": curves,
     }
+    print_tables(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
