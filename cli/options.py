@@ -46,6 +46,6 @@ def codec_options(f):
     f = click.option("--search-threads", type=click.IntRange(1, 64), default=None, show_default="all cores, at most 8",
                      help="Advanced: threads searching channel-simulation candidates (does not change the file).")(f)
     f = click.option("--threads", type=click.IntRange(1, 255), default=None, show_default="the codec default",
-                     help="Advanced: threads for the network; decoders run the network with the same count, "
-                          "so it is written to the stream.")(f)
+                     help="Advanced: threads for the network (does not change the file: the stream records it "
+                          "as the decoder's default).")(f)
     return f

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numpy as np
 import scipy.fft
@@ -103,8 +104,11 @@ def encode_chunk(
     return k, signs * sequence[k : k + d]
 
 
-def decode_chunk(key: np.ndarray, k: int, d: int) -> np.ndarray:
-    """ε_k = s ⊙ G[k : k+d] for the shared key: what the decoder needs to form z = μ_p + σ_p ε."""
+def decode_chunk(key: np.ndarray, k: int, d: int, normals: Callable[[np.ndarray, int, int], np.ndarray] = normals) -> np.ndarray:
+    """ε_k = s ⊙ G[k : k+d] for the shared key: what the decoder needs to form z = μ_p + σ_p ε.
+
+    ``normals``: the format version's generator (``rng.normals_exact`` from version 5).
+    """
     return chunk_signs(key, d) * normals(key, k, d)
 
 

@@ -50,6 +50,7 @@ from .entropy import (
 )
 from .errors import DiffcodecError
 from .exact import EXACT_SCALES
+from .numerics import EXACT, FLOAT, Numerics, for_version
 from .reconstruct import mean_image
 from .rng import normals, raw_uint64, stream_key
 from .tiling import TileLayout
@@ -78,7 +79,7 @@ class CodecConfig:
     chunk_bits: int = 13
     extra_candidate_bits: int = 3  # K = 2^(⌈chunk KL⌉ + this)
     max_candidate_bits: int = 16
-    threads: int = 1  # torch threads: written to the stream, the decoder must match
+    threads: int = 1  # torch threads: written to the stream (version 5 decodes the same on any count; 1–4 must match)
     # Threads searching PFR candidates (None: every core this process may use, at most 8).  Encoder-only:
     # the chosen indices do not depend on it, so it is not written to the stream.
     search_threads: int | None = None
@@ -239,12 +240,15 @@ def torch_threads(n: int) -> Iterator[None]:
 class _Chain:
     """What encoder and decoder compute identically: the chain, the layout and p_θ at each state."""
 
-    def __init__(self, model, layout: TileLayout, steps: int, chunk_bits: int, batch_size: int = 64, spacing: str = "uniform"):
-        self.model = model
+    def __init__(self, model, layout: TileLayout, steps: int, chunk_bits: int, batch_size: int = 64, spacing: str = "uniform",
+                 numerics: Numerics = FLOAT):
+        self.num = numerics  # how this file's version computes what the stream depends on
+        self.model = numerics.model(model)  # the integer networks in version 5
         self.layout = layout
         self.chunk_bits = chunk_bits
         self.batch_size = batch_size
-        self.diffusion: GaussianDiffusion = model.diffusion.respace(spaced_timesteps(model.diffusion.num_steps, steps, spacing))
+        self.diffusion: GaussianDiffusion = self.model.diffusion.respace(
+            spaced_timesteps(self.model.diffusion.num_steps, steps, spacing))
         self.real = layout.real_mask().reshape(-1)
         self.pad_idx = np.flatnonzero(~self.real)
         self.real_idx = np.flatnonzero(self.real)
@@ -291,7 +295,7 @@ class _Chain:
     def fill_padding(self, x: np.ndarray, step: int, mu_p: np.ndarray, sd_p: np.ndarray) -> None:
         """Padding follows the prior, from shared randomness: it costs no bits."""
         if len(self.pad_idx):
-            eps = normals(stream_key(STREAM_SEED, step, 0x9A), 0, len(self.pad_idx))
+            eps = self.num.normals(stream_key(STREAM_SEED, step, 0x9A), 0, len(self.pad_idx))
             x[self.pad_idx] = mu_p[self.pad_idx] + sd_p[self.pad_idx] * eps
 
     def x0_from_pixels(self, tiles_u8: np.ndarray) -> np.ndarray:
@@ -413,13 +417,13 @@ def _exact_params(chain: _Chain, pred: dict[str, np.ndarray], index: int, mask: 
     else:
         d = chain.diffusion
         mean = pred["pred_xstart"]
-        log_var = np.full(len(mean), math.log((1.0 - d.alphas_cumprod[index]) / d.alphas_cumprod[index]))
+        log_var = np.full(len(mean), chain.num.log((1.0 - d.alphas_cumprod[index]) / d.alphas_cumprod[index]))
     return (mean, log_var) if mask is None else (mean[mask], log_var[mask])
 
 
 def _exact_planes(chain: _Chain, planes: exact.ExactLayout, pred: dict[str, np.ndarray], index: int):
     """The exact stage's base Gaussians (pixel units) as planes: (means, stds), each a list of (H, W, c)."""
-    mu, sd = pixel_gaussian_params(*_exact_params(chain, pred, index))
+    mu, sd = pixel_gaussian_params(*_exact_params(chain, pred, index), exp=chain.num.exp)
     return planes.planes(mu), planes.planes(sd)
 
 
@@ -428,7 +432,8 @@ def _context_inputs(chain: _Chain, planes: exact.ExactLayout, pred: dict[str, np
     """The learned exact stage's inputs at the state x (flat, chain index ``index``): x̂_0, x_t/√ᾱ_t, σ_t."""
     abar = float(chain.diffusion.alphas_cumprod[index])
     xhat, y = planes.planes(pred["pred_xstart"])[0], planes.planes(x / math.sqrt(abar))[0]  # the colour plane
-    return exact.ContextInputs(xhat=xhat, y=y, sigma=math.sqrt((1.0 - abar) / abar))
+    sigma = math.sqrt((1.0 - abar) / abar)
+    return exact.ContextInputs(xhat=xhat, y=y, sigma=sigma, log_sigma=chain.num.log(sigma), exp=chain.num.exp)
 
 
 def _plan_learned(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int) -> exact.ExactPlan:
@@ -466,7 +471,7 @@ def _simulate_step(chain: _Chain, config: CodecConfig, sizes: StepSizeCoder, ste
         counts.append(1 << min(config.max_candidate_bits, max(0, math.ceil(chunk_kl)) + config.extra_candidate_bits))
     ks = encode_chunks(keys, coeffs, counts, rng, workers=config.search_threads or available_cores())
     for key, dims, k in zip(keys, parts, ks):
-        x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(key, k, len(dims))
+        x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(key, k, len(dims), chain.num.normals)
     return _StepRecord(level, n_chunks, cls, ks), float(kl_dims.sum())
 
 
@@ -486,7 +491,8 @@ def encode(
     if config.exact_method == "coarse" and not exact.coarse_available(exact.ExactLayout(layout), model.coarse):
         raise DiffcodecError("the coarse-to-fine exact stage needs a model with a coarse-to-fine network and a colour "
                              "image (RGB or RGBA)")
-    chain = _Chain(model, layout, config.steps, config.chunk_bits, config.batch_size, config.spacing)
+    chain = _Chain(model, layout, config.steps, config.chunk_bits, config.batch_size, config.spacing, numerics=EXACT)
+    model = chain.model  # version 5: everything below runs the integer networks
     tiles = layout.split(pixels)
     x0 = chain.x0_from_pixels(tiles)
     real = chain.real
@@ -527,7 +533,7 @@ def encode(
                 mu_q = diffusion.sqrt_alphas_cumprod[index] * x0
                 sd_q = np.full_like(x0, math.sqrt(1.0 - diffusion.alphas_cumprod[index]))
             else:
-                mu_p, sd_p = pred["mean"], np.exp(0.5 * pred["log_variance"])
+                mu_p, sd_p = pred["mean"], chain.num.exp(0.5 * pred["log_variance"])
                 c1, c2 = diffusion.posterior_mean_coef1[index + 1], diffusion.posterior_mean_coef2[index + 1]
                 mu_q = c1 * x0 + c2 * x
                 sd_q = np.full_like(x0, math.sqrt(diffusion.posterior_variance[index + 1]))
@@ -737,7 +743,7 @@ def _decode_step(coder, models: _Models, chain: _Chain, step: int, x_new, mu_p, 
         raise StreamMismatchError(f"stream is corrupt ({exc})") from None
     for j, dims in enumerate(chain.chunks(step, n_chunks)):
         k = models.index.decode(coder, cls)
-        x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(stream_key(STREAM_SEED, step, j + 1), k, len(dims))
+        x_new[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(stream_key(STREAM_SEED, step, j + 1), k, len(dims), chain.num.normals)
 
 
 def decode(
@@ -773,6 +779,8 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
     dfc = data if isinstance(data, DfcFile) else decode_file(data)
     h = dfc.header
     coarse = bool(h.flags & FLAG_COARSE_TO_FINE)
+    numerics = for_version(h.version)
+    model = numerics.model(model)  # the integer networks for version 5
     if coarse and model.coarse is None:
         identity = b"\0" * len(h.model_id)  # the file names a coarse-to-fine network the loaded model lacks
     else:
@@ -788,7 +796,7 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
     if h.schedule_steps != model.diffusion.num_steps:
         raise DiffcodecError(f"stream uses a {h.schedule_steps}-step schedule, the model has {model.diffusion.num_steps}")
     layout = TileLayout(h.height, h.width, h.mode)
-    chain = _Chain(model, layout, h.num_steps, h.chunk_bits, spacing=h.spacing)
+    chain = _Chain(model, layout, h.num_steps, h.chunk_bits, spacing=h.spacing, numerics=numerics)
     S = chain.num_steps
     last_step = S - h.exact_from  # the chain's last coded step; the exact stage follows it
     # Step s produces the state with chain t = S − s; the exact stage is "step" last_step + 1.
@@ -809,6 +817,8 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
     coder = constriction.stream.queue.RangeDecoder(words if len(words) else np.zeros(1, dtype=np.uint32))
     models = _Models(h.chunk_bits, h.version)
     real = chain.real
+    # Versions 1–4 must run the network on the encoder's thread count; version 5 is exact on any, and
+    # takes the encoder's as a default.
     with torch_threads(h.threads):
         x = np.zeros(int(np.prod(layout.shape)))
         pred = None
@@ -817,7 +827,7 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
             if step == 0:
                 mu_p, sd_p = chain.prior_params()
             else:
-                mu_p, sd_p = pred["mean"], np.exp(0.5 * pred["log_variance"])
+                mu_p, sd_p = pred["mean"], chain.num.exp(0.5 * pred["log_variance"])
             x_new = np.empty_like(x)
             _decode_step(coder, models, chain, step, x_new, mu_p, sd_p)
             chain.fill_padding(x_new, step, mu_p, sd_p)
@@ -893,7 +903,7 @@ def _decode_exact(coder, chain: _Chain, planes: exact.ExactLayout | None, pred, 
     else:  # versions 1 and 2: one scale, every subpixel independent (no partial points)
         scale = decode_raw_bits(coder, 4)
         mean, log_var = _exact_params(chain, pred, index, mask)
-        mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * math.log(EXACT_SCALES[scale]))
+        mu, sd = pixel_gaussian_params(mean, log_var + 2.0 * chain.num.log(EXACT_SCALES[scale]), exp=chain.num.exp)
         flat[mask] = coder.decode(PIXEL_MODEL, mu, sd).astype(np.uint8)
     return flat
 

@@ -41,8 +41,8 @@ from .diffusion import SPACINGS, spaced_timesteps
 from .errors import DiffcodecError
 
 MAGIC = b"DFC"
-VERSION = 4  # what this diffcodec writes
-READABLE_VERSIONS = (1, 2, 3, 4)  # same layout but for model_id's length; the payload's meaning differs (docs/format.md "Versions")
+VERSION = 5  # what this diffcodec writes
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # same layout but for model_id's length; the payload's meaning differs (docs/format.md "Versions")
 # Flag bits (must-understand: a file with a bit its reader does not know is refused).  Versions 1–3 define none.
 FLAG_PARTIAL_POINTS = 1  # version 4: the table has points inside the exact stage (rows at t = 0 carry a count)
 # Version 4: the learned exact stage is coarse-to-fine (bins first, then values inside them), with the

@@ -22,6 +22,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import exactmath
+
 
 class ScheduleKind(str, enum.Enum):
     LINEAR = "linear"  # Ho et al. 2020 §4: β from 1e-4 to 0.02 at T=1000
@@ -40,21 +42,28 @@ def linear_betas(num_steps: int) -> np.ndarray:
     return np.linspace(scale * 1e-4, scale * 0.02, num_steps, dtype=np.float64)
 
 
-def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
-    """β_t from ᾱ_t = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2) (Nichol & Dhariwal 2021 Eq. 17)."""
+def cosine_betas(num_steps: int, s: float = 0.008, max_beta: float = 0.999, exact: bool = False) -> np.ndarray:
+    """β_t from ᾱ_t = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s) · π/2) (Nichol & Dhariwal 2021 Eq. 17).
+
+    ``exact``: the cosine from :mod:`diffcodec.exactmath` (a quarter turn times the same fraction),
+    so every machine builds the same schedule (format version 5); otherwise the math library's.
+    """
 
     def f(t: float) -> float:
+        if exact:
+            turns = torch.tensor([(t / num_steps + s) / (1 + s) * 0.25], dtype=torch.float64)
+            return float(exactmath.sincos_turns(turns)[1][0]) ** 2
         return math.cos((t / num_steps + s) / (1 + s) * math.pi / 2) ** 2
 
     betas = [min(1 - f(i + 1) / f(i), max_beta) for i in range(num_steps)]
     return np.array(betas, dtype=np.float64)
 
 
-def make_betas(kind: ScheduleKind | str, num_steps: int) -> np.ndarray:
+def make_betas(kind: ScheduleKind | str, num_steps: int, exact: bool = False) -> np.ndarray:
     kind = ScheduleKind(kind)
     if kind is ScheduleKind.LINEAR:
-        return linear_betas(num_steps)
-    return cosine_betas(num_steps)
+        return linear_betas(num_steps)  # + − × ÷ only (numpy's linspace): the same everywhere
+    return cosine_betas(num_steps, exact=exact)
 
 
 SPACINGS = ("uniform", "quad")
@@ -113,14 +122,18 @@ class GaussianDiffusion:
         betas: β for each step of this chain, float64.
         timesteps: original training index for each step of this chain
             (``range(len(betas))`` for the training chain itself).
+        exact: take every logarithm from :mod:`diffcodec.exactmath` (format version 5: the same bits on
+            every machine) instead of numpy's.
     """
 
-    def __init__(self, betas: Sequence[float] | np.ndarray, timesteps: Sequence[int] | None = None):
+    def __init__(self, betas: Sequence[float] | np.ndarray, timesteps: Sequence[int] | None = None, exact: bool = False):
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0) & (betas <= 1)).all():
             raise ValueError("betas must be a 1-D array in (0, 1]")
         self.betas = betas
         self.num_steps = len(betas)
+        self.exact = exact
+        log = (lambda a: exactmath.numpy_float64(exactmath.log, a)) if exact else np.log
         self.timesteps = np.asarray(timesteps if timesteps is not None else range(len(betas)), dtype=np.int64)
         if len(self.timesteps) != self.num_steps:
             raise ValueError("one timestep per beta")
@@ -136,15 +149,18 @@ class GaussianDiffusion:
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         # β̃_1 = 0; clip its log to β̃_2 as improved-diffusion does, so log-variances stay finite.
         floor = self.posterior_variance[1] if self.num_steps > 1 else betas[0]
-        self.posterior_log_variance_clipped = np.log(np.append(floor, self.posterior_variance[1:]))
+        self.posterior_log_variance_clipped = log(np.append(floor, self.posterior_variance[1:]))
+        self.log_betas = log(betas)
+        # improved-diffusion uses β̃_1 at the first step of the fixed large variance, so L_0 is not dominated by β_1.
+        self.log_large_variance = log(np.append(self.posterior_variance[1] if self.num_steps > 1 else betas[0], betas[1:]))
         # μ̃_t = coef1 · x_0 + coef2 · x_t  (Ho et al. 2020 Eq. 7)
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, config: ScheduleConfig) -> "GaussianDiffusion":
-        return cls(make_betas(config.kind, config.num_steps))
+    def from_config(cls, config: ScheduleConfig, exact: bool = False) -> "GaussianDiffusion":
+        return cls(make_betas(config.kind, config.num_steps, exact=exact), exact=exact)
 
     def respace(self, keep: Sequence[int]) -> "GaussianDiffusion":
         """The chain restricted to the original indices ``keep`` (Nichol & Dhariwal 2021 §4).
@@ -161,7 +177,7 @@ class GaussianDiffusion:
             ac = self.alphas_cumprod[k]
             betas.append(1.0 - ac / last)
             last = ac
-        return GaussianDiffusion(betas, timesteps=[int(self.timesteps[k]) for k in keep])
+        return GaussianDiffusion(betas, timesteps=[int(self.timesteps[k]) for k in keep], exact=self.exact)
 
     def spaced(self, steps: int, spacing: str = "uniform") -> "GaussianDiffusion":
         """Respaced chain of ``steps`` steps (the paper's strided sampling; see :func:`spaced_timesteps`)."""
@@ -206,13 +222,11 @@ class GaussianDiffusion:
         if kind is VarianceKind.FIXED_SMALL:
             return _gather(self.posterior_log_variance_clipped, t, like).expand_as(like)
         if kind is VarianceKind.FIXED_LARGE:
-            # improved-diffusion uses β̃_1 at the first step so L_0 is not dominated by β_1.
-            large = np.append(self.posterior_variance[1] if self.num_steps > 1 else self.betas[0], self.betas[1:])
-            return _gather(np.log(large), t, like).expand_as(like)
+            return _gather(self.log_large_variance, t, like).expand_as(like)
         if var_out is None:
             raise ValueError("learned variance needs the network's variance output")
         min_log = _gather(self.posterior_log_variance_clipped, t, like)
-        max_log = _gather(np.log(self.betas), t, like)
+        max_log = _gather(self.log_betas, t, like)
         frac = (var_out + 1) / 2
         return frac * max_log + (1 - frac) * min_log
 

@@ -7,6 +7,7 @@ identically, so encoder and decoder always hold the same models.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import constriction
@@ -98,13 +99,14 @@ class IndexCoder:
         return (1 << (e - 1)) + decode_raw_bits(coder, e - 1)
 
 
-def pixel_gaussian_params(mean: np.ndarray, log_variance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pixel_gaussian_params(mean: np.ndarray, log_variance: np.ndarray, exp: Callable[[np.ndarray], np.ndarray] = np.exp
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 13's Gaussian in pixel units (0–255 scale): mean and std as float64, std clamped away from 0.
 
     x ∈ [-1, 1] maps to pixel (x + 1) · 127.5, so the bin [x − 1/255, x + 1/255] becomes [v − ½, v + ½].
     """
     mu = (mean.astype(np.float64) + 1.0) * 127.5
-    std = np.exp(0.5 * log_variance.astype(np.float64)) * 127.5
+    std = exp(0.5 * log_variance.astype(np.float64)) * 127.5  # exp: the format version's (numerics.py)
     # constriction panics on a std of 0 or NaN: clamp (NaN becomes the upper bound, a flat model).
     std = np.nan_to_num(std, nan=1e4, posinf=1e4)
     return np.nan_to_num(np.clip(mu, -1e4, 1e4), nan=127.5), np.clip(std, 1e-2, 1e4)

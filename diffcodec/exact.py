@@ -46,7 +46,14 @@ import constriction
 from .entropy import PIXEL_MODEL, decode_raw_bits, encode_raw_bits
 from .tiling import TileLayout
 
-EXACT_SCALES = 2.0 ** (np.arange(-12, 4) / 4.0)  # c in N(mean, (c·σ)²): 16 values, 2^-3 .. 2^0.75
+# c in N(mean, (c·σ)²): 2^(k/4) for k = −12..3, i.e. 2^-3 .. 2^0.75, as literals: a math library's pow
+# need not give these last bits everywhere, and the decoder's tables depend on them.
+EXACT_SCALES = np.array([float.fromhex(h) for h in (
+    "0x1.0000000000000p-3", "0x1.306fe0a31b715p-3", "0x1.6a09e667f3bcdp-3", "0x1.ae89f995ad3adp-3",
+    "0x1.0000000000000p-2", "0x1.306fe0a31b715p-2", "0x1.6a09e667f3bcdp-2", "0x1.ae89f995ad3adp-2",
+    "0x1.0000000000000p-1", "0x1.306fe0a31b715p-1", "0x1.6a09e667f3bcdp-1", "0x1.ae89f995ad3adp-1",
+    "0x1.0000000000000p+0", "0x1.306fe0a31b715p+0", "0x1.6a09e667f3bcdp+0", "0x1.ae89f995ad3adp+0",
+)])
 WEIGHT_BITS = 6
 WEIGHT_OFFSET = 32  # w = (q − 32)/16: q in 0..63 covers −2 .. 1.9375
 WEIGHT_STEP = 1.0 / 16.0
@@ -72,7 +79,13 @@ class Stage:
         return self.channel + (2 * (1 + self.channel) if self.second else 0)
 
 
-CONTEXT_SCALES = 2.0 ** ((np.arange(16) - 8) / 8.0)  # the learned stage's scale corrections: 2^-1 .. 2^0.875
+# The learned stage's scale corrections 2^((k − 8)/8), k = 0..15 (2^-1 .. 2^0.875), as literals likewise.
+CONTEXT_SCALES = np.array([float.fromhex(h) for h in (
+    "0x1.0000000000000p-1", "0x1.172b83c7d517bp-1", "0x1.306fe0a31b715p-1", "0x1.4bfdad5362a27p-1",
+    "0x1.6a09e667f3bcdp-1", "0x1.8ace5422aa0dbp-1", "0x1.ae89f995ad3adp-1", "0x1.d5818dcfba487p-1",
+    "0x1.0000000000000p+0", "0x1.172b83c7d517bp+0", "0x1.306fe0a31b715p+0", "0x1.4bfdad5362a27p+0",
+    "0x1.6a09e667f3bcdp+0", "0x1.8ace5422aa0dbp+0", "0x1.ae89f995ad3adp+0", "0x1.d5818dcfba487p+0",
+)])
 LINEAR, LEARNED = 0, 1  # the method bit of format version 4
 COARSE = 2  # ExactPlan.method of the coarse-to-fine stage: method bit LEARNED in a file with FLAG_COARSE_TO_FINE
 
@@ -105,6 +118,12 @@ class ContextInputs:
     xhat: np.ndarray
     y: np.ndarray
     sigma: float
+    log_sigma: float | None = None  # ln σ_t as the format version computes it (None: math.log, versions ≤ 4)
+    exp: Callable[[np.ndarray], np.ndarray] = np.exp  # the format version's exp (diffcodec/numerics.py)
+
+    @property
+    def log_sigma_input(self) -> float:
+        return math.log(self.sigma) if self.log_sigma is None else self.log_sigma
 
     @property
     def mu(self) -> np.ndarray:
@@ -361,7 +380,7 @@ def _context_outputs(net, layout: ExactLayout, inputs: ContextInputs, known_resi
     known = torch.stack([masks[i][0] for i in order])
     coded = torch.stack([masks[i][1] for i in order])
     residual = torch.stack([chw(r) for r in known_residuals]) * known
-    log_sigma = torch.full((n,), math.log(inputs.sigma), dtype=torch.float32)
+    log_sigma = torch.full((n,), inputs.log_sigma_input, dtype=torch.float32)
     with torch.no_grad():
         delta, lam = net(xhat, y, residual, known, coded, log_sigma)
     return [(delta[j].double().numpy().transpose(1, 2, 0), lam[j].double().numpy().transpose(1, 2, 0)) for j in range(n)]
@@ -372,7 +391,7 @@ def _learned_params(layout: ExactLayout, stage: Stage, inputs: ContextInputs, de
     sel, c = layout.selection(stage), stage.channel
     s = inputs.sigma_pixels
     mean = inputs.mu[..., c][sel] + s * delta[..., c][sel]
-    sd = s * np.exp(np.clip(lam[..., c][sel], -30.0, 30.0)) * scale
+    sd = s * inputs.exp(np.clip(lam[..., c][sel], -30.0, 30.0)) * scale
     # constriction panics on NaN or a std of 0: clamp (the same on both sides).
     return np.nan_to_num(np.clip(mean, -1e4, 1e4), nan=127.5), np.nan_to_num(np.clip(sd, 1e-2, 1e4), nan=1e4)
 
@@ -523,7 +542,7 @@ def _coarse_outputs(net, layout: ExactLayout, inputs: ContextInputs, residuals: 
     residual = torch.stack([chw(r) for r in residuals]) * known
     centre = torch.stack([chw(c) for c in centres]) * bin_known
     xhat, y = chw(inputs.xhat).expand(n, -1, -1, -1), chw(inputs.y).expand(n, -1, -1, -1)
-    log_sigma = torch.full((n,), math.log(inputs.sigma), dtype=torch.float32)
+    log_sigma = torch.full((n,), inputs.log_sigma_input, dtype=torch.float32)
     with torch.no_grad():
         delta, lam = net(xhat, y, residual, known, coded, log_sigma, centre, bin_known)
     return [(delta[j].double().numpy().transpose(1, 2, 0), lam[j].double().numpy().transpose(1, 2, 0)) for j in range(n)]

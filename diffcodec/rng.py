@@ -15,7 +15,10 @@ import hashlib
 import struct
 
 import numpy as np
+import torch
 from numpy.random import Philox
+
+from . import exactmath
 
 _TWO_PI = 2.0 * np.pi
 _INV_2_53 = 1.0 / 9007199254740992.0  # 2^-53
@@ -49,6 +52,27 @@ def normals(key: np.ndarray, start: int, count: int) -> np.ndarray:
     pairs = np.empty((len(raw), 2))
     pairs[:, 0] = radius * np.cos(angle)
     pairs[:, 1] = radius * np.sin(angle)
+    flat = pairs.reshape(-1)
+    skip = start - 2 * first_pair
+    return flat[skip : skip + count]
+
+
+def normals_exact(key: np.ndarray, start: int, count: int) -> np.ndarray:
+    """:func:`normals` for format version 5: the same Box–Muller on the same pairs, with ``exactmath``'s
+    log and sin/cos in place of the math library's, so every machine draws the same bits.
+
+    The angle is 2π·u2 as a number of turns, reduced exactly.  Golden values in tests/test_rng.py.
+    """
+    if count <= 0:
+        return np.zeros(0)
+    first_pair = start // 2
+    last_pair = (start + count - 1) // 2
+    raw = raw_uint64(key, 2 * first_pair, 2 * (last_pair - first_pair + 1)).reshape(-1, 2)
+    u1 = torch.from_numpy(((raw[:, 0] >> np.uint64(11)).astype(np.float64) + 0.5) * _INV_2_53)
+    u2 = torch.from_numpy(((raw[:, 1] >> np.uint64(11)).astype(np.float64) + 0.5) * _INV_2_53)
+    radius = torch.sqrt(exactmath.log(u1) * -2.0)
+    sin, cos = exactmath.sincos_turns(u2)
+    pairs = torch.stack([radius * cos, radius * sin], dim=1).numpy()
     flat = pairs.reshape(-1)
     skip = start - 2 * first_pair
     return flat[skip : skip + count]

@@ -22,6 +22,7 @@ import torch
 from diffcodec.diffusion import GaussianDiffusion, ScheduleConfig, VarianceKind
 
 from .context_net import ContextNet, ContextNetConfig
+from .intnet import IntContextNet, IntSpec, IntUNet
 from .unet import UNet, UNetConfig
 
 CHECKPOINT_FORMAT = "diffcodec-checkpoint-1"
@@ -47,6 +48,7 @@ class DiffusionModel:
         self._identity: bytes | None = None
         self._codec_identity: bytes | None = None
         self._coarse_identity: bytes | None = None
+        self._integer: IntegerModel | None = None
 
     @property
     def config(self) -> UNetConfig:
@@ -95,10 +97,69 @@ class DiffusionModel:
     def describe(self) -> dict:
         return {"unet": self.config.to_dict(), "schedule": self.schedule.to_dict(), "variance": self.variance.value}
 
+    def integer(self) -> "IntegerModel":
+        """This model's integer form (format version 5), derived from its weights once and kept."""
+        if self._integer is None:
+            self._integer = IntegerModel(self)
+        return self._integer
+
     @torch.no_grad()
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """ε_θ(x_t, t) and the variance output (None when the variance is fixed); t are original indices."""
         out = self.net(x_t.float(), t).float()
+        c = self.config.in_channels
+        if self.config.learn_sigma:
+            return out[:, :c], out[:, c:]
+        return out, None
+
+
+# Format version 5's integer networks: how the float weights become integers (models/intnet.py).  Part of
+# the format: changing one changes every version-5 file's model identity.
+UNET_INT_SPEC = IntSpec()  # 8-bit activations and weights: +0.2% lossless (bench/results/intnet_cost.json)
+CONTEXT_INT_SPEC = IntSpec(weight_max=1023)  # the context networks lose ~5% with 8-bit weights, ~0.1% with 11-bit
+
+
+class IntegerModel:
+    """A :class:`DiffusionModel` computed with integer networks and an exact schedule (format version 5).
+
+    It stands in for the float model wherever the codec calls one: the same attributes, the same call.
+    """
+
+    def __init__(self, model: "DiffusionModel"):
+        self.float_model = model
+        self.net = IntUNet(model.net, UNET_INT_SPEC)
+        self.context = IntContextNet(model.context, CONTEXT_INT_SPEC) if model.context is not None else None
+        self.coarse = IntContextNet(model.coarse, CONTEXT_INT_SPEC) if model.coarse is not None else None
+        self.schedule = model.schedule
+        self.variance = model.variance
+        self.diffusion = GaussianDiffusion.from_config(model.schedule, exact=True)
+        self.meta = model.meta
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.net.config
+
+    def _identity(self, float_identity: bytes) -> bytes:
+        h = hashlib.sha256(b"diffcodec integer networks 1")
+        h.update(json.dumps({"unet": UNET_INT_SPEC.to_dict(), "context": CONTEXT_INT_SPEC.to_dict()}, sort_keys=True).encode())
+        h.update(float_identity)
+        return h.digest()
+
+    @property
+    def codec_identity(self) -> bytes:
+        """The model id of version-5 files: the float model's codec identity and how it is made integer."""
+        return self._identity(self.float_model.codec_identity)
+
+    @property
+    def coarse_identity(self) -> bytes:
+        return self._identity(self.float_model.coarse_identity)
+
+    def integer(self) -> "IntegerModel":
+        return self
+
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """ε(x_t, t) and the variance output, as :meth:`DiffusionModel.__call__`, the same bits on every machine."""
+        out = self.net(x_t.float(), t)
         c = self.config.in_channels
         if self.config.learn_sigma:
             return out[:, :c], out[:, c:]

@@ -19,5 +19,5 @@ def run_digest(script: str, env: dict[str, str]) -> str:
     tests = str(Path(__file__).resolve().parent)
     path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH", "")) if p)
     out = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env, "PYTHONPATH": path}, capture_output=True,
-                         text=True, check=True, timeout=300)
+                         text=True, check=True, timeout=300, cwd=tests)
     return out.stdout.strip().splitlines()[-1]

@@ -12,19 +12,19 @@ stop after two states (x_1000, x_501, then x_0).  Tests that need the whole chai
 over all steps, stop-at-t at every coded t, cuts and truncation at several points) use
 ``FULL``, which forces the exact stage to start at x_1 (the paper's L_0).
 
-GOLDEN BITSTREAMS: tests/expected/codec_v4.sha256 holds the SHA-256 of the files produced by
-:func:`golden_encoding` (format version 4, learned exact stage) and :func:`golden_encoding_rgba`
-(linear exact stage).  tests/expected/codec_v1.dfc, codec_v2.dfc, codec_v2_rgba.dfc and
-codec_v3.dfc are streams written by the version-1, -2 and -3 encoders; they must keep decoding.  It pins the whole format (container, shared randomness, chunking,
-PFR, range coding) *and* the tiny model's arithmetic, so it is machine-dependent (see the
-test's docstring): the file holds one set of digests per machine whose CPU computes the tiny model
-differently, "# machine N" lines first; machine 0 wrote the stored streams.  Regenerate it only on
-purpose, after a deliberate format change (this drops every other machine's set), with
+GOLDEN BITSTREAMS: tests/expected/codec_v5.sha256 holds the SHA-256 of the files produced by
+:func:`golden_encoding` and the other ``golden_encoding_*`` cases (format version 5).  Version 5 computes
+everything its stream depends on exactly (integer networks, diffcodec/exactmath.py), so these digests
+are the same on every machine: a failure is a format change.  Regenerate them only on purpose, after a
+deliberate format change, with
 
     python tests/test_codec.py --regenerate-golden
 
-and add a new machine's set, with the code of the last golden change and only after checking that
-the failure is the model's arithmetic, with ``python tests/test_codec.py --add-machine "description"``.
+tests/expected/codec_v1.dfc, codec_v2.dfc, codec_v2_rgba.dfc, codec_v3.dfc, codec_v4.dfc and
+codec_v4_coarse.dfc are streams written by the version-1 to -4 encoders; they must keep decoding.
+Those versions ran the float networks, so the streams decode exactly only where the tiny model's float
+outputs are computed as on the machine that wrote them (:func:`float_machine_matches`); elsewhere the
+decoder must say so rather than return a wrong image.
 """
 
 from __future__ import annotations
@@ -49,7 +49,11 @@ from diffcodec.errors import DiffcodecError
 
 from conftest import make_tiny_model
 
-GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v4.sha256"
+GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v5.sha256"
+V4_STREAMS = {"learned": Path(__file__).parent / "expected" / "codec_v4.dfc",
+              "coarse": Path(__file__).parent / "expected" / "codec_v4_coarse.dfc"}
+# SHA-256 of the tiny float model's outputs (float_model_digest) on the machine that wrote the stored v1–v4 streams.
+FLOAT_MACHINE_DIGEST = "b5cc933e7a35e88be14f909f28405b4ea95072a0db4ab34261be8037b1d8185d"
 V3_STREAM = Path(__file__).parent / "expected" / "codec_v3.dfc"
 V1_STREAM = Path(__file__).parent / "expected" / "codec_v1.dfc"
 V2_STREAMS = {"RGB": Path(__file__).parent / "expected" / "codec_v2.dfc", "RGBA": Path(__file__).parent / "expected" / "codec_v2_rgba.dfc"}
@@ -58,31 +62,37 @@ FULL = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_from_
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
 
 
-def golden_sets() -> list[list[str]]:
-    """The digests of codec_v4.sha256, one list per machine ("# machine N" lines start each)."""
-    sets: list[list[str]] = []
-    for line in GOLDEN_PATH.read_text().splitlines():
-        if line.startswith("#"):
-            sets.append([])
-        elif line.strip():
-            sets[-1].append(line.split()[0])
-    return sets
+def golden_digests() -> list[str]:
+    """The digests of codec_v5.sha256, in GOLDEN_CASES order."""
+    return [line.split()[0] for line in GOLDEN_PATH.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def float_model_digest() -> str:
+    """SHA-256 of the tiny float models' outputs on fixed inputs: how this machine computes float networks."""
+    import torch
+
+    model = make_tiny_model(seed=0, context=True, coarse=16)
+    x = torch.from_numpy(np.random.default_rng(0).integers(-4096, 4096, (2, 3, 32, 32)).astype(np.float32) / 2048)
+    h = hashlib.sha256()
+    for t in (0, 500, 999):
+        eps, var = model(x, torch.full((2,), t))
+        h.update(eps.numpy().tobytes() + var.numpy().tobytes())
+    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
-def golden_machine() -> int | None:
-    """Which recorded machine this one computes the tiny model like (by golden_encoding()'s digest), or None."""
-    digest = hashlib.sha256(golden_encoding()).hexdigest()
-    return next((i for i, s in enumerate(golden_sets()) if s[0] == digest), None)
+def float_machine_matches() -> bool:
+    """Whether this machine computes the tiny float model as the one that wrote the stored v1–v4 streams did."""
+    return float_model_digest() == FLOAT_MACHINE_DIGEST
 
 
 def decode_stored(data: bytes, model):
-    """Decode a stream stored in tests/expected: exactly on the machine that wrote it (machine 0).
+    """Decode a version 1–4 stream stored in tests/expected: exactly where the float model computes as its writer's.
 
     On another machine the tiny model's float outputs may differ by ~1e-6, and the decoder must then
     say so (StreamMismatchError) rather than return a wrong image: returns None in that case.
     """
-    if golden_machine() == 0:
+    if float_machine_matches():
         return decode(data, model)
     try:
         return decode(data, model)
@@ -551,40 +561,47 @@ def test_a_model_with_another_schedule_length_is_refused(rgb8):
 # ---------------------------------------------------------------------------- golden bitstream
 
 def test_golden_bitstreams():
-    """SHA-256 of golden_encoding() (8×8 RGB from seed 0, make_tiny_model(seed=0, context=True), 3 steps,
-    K ≤ 2^8, 1 thread, learned exact stage) and of golden_encoding_rgba() (5×7 RGBA, linear exact stage;
-    and of golden_encoding_rgba_learned() (the same with the learned stage: colour plane, then alpha's linear one).
-    These three have no partial points (``partial_points=False``): their bytes are those of diffcodec before
-    FLAG_PARTIAL_POINTS existed.  golden_encoding_partial() and golden_encoding_rgba_partial() are the
-    default encoder's, with partial points in the exact stage.
+    """SHA-256 of each golden case's file (format version 5), the same on every machine.
 
-    The encoder picks exact_from itself.
-
-    MACHINE-DEPENDENT: the stream depends on the tiny U-Net's float32 outputs, which may differ at ~1e-6
-    between CPUs, BLAS builds and torch versions (and the random initialisation may change between torch
-    versions).  A failure on a new machine alone is not proof of a format change; a failure after editing
-    the codec, container, rng, channel or entropy modules on the machine that wrote the golden is.
-    Regenerate only on purpose: ``python tests/test_codec.py --regenerate-golden``.  The file holds a set per
-    machine; this machine's is the one whose first digest golden_encoding() reproduces, and then all five
-    must match it.
+    golden_encoding(): 8×8 RGB from seed 0, make_tiny_model(seed=0, context=True), 3 steps, K ≤ 2^8, learned
+    exact stage, no partial points; golden_encoding_rgba(): 5×7 RGBA, linear exact stage;
+    golden_encoding_rgba_learned(): the same with the learned stage (colour plane, then alpha's linear one);
+    golden_encoding_partial() and golden_encoding_rgba_partial(): the default encoder, partial points in the
+    exact stage; golden_encoding_coarse(): the coarse-to-fine exact stage.  The encoder picks exact_from itself.
+    A failure is a format change (or a change in how the float weights become integers): regenerate only on
+    purpose (module docstring).
     """
-    machine = golden_machine()
-    assert machine is not None, ("golden_encoding() matches no recorded machine: a format change, or a machine "
-                                 "that computes the tiny model differently (see the docstring)")
-    expected = golden_sets()[machine]
+    expected = golden_digests()
     model = make_tiny_model(seed=0, context=True)
     cases = [(golden_encoding, (8, 8), "RGB", 0), (golden_encoding_rgba, (5, 7), "RGBA", 1),
              (golden_encoding_rgba_learned, (5, 7), "RGBA", 1), (golden_encoding_partial, (8, 8), "RGB", 0),
              (golden_encoding_rgba_partial, (5, 7), "RGBA", 1), (golden_encoding_coarse, (8, 8), "RGB", 0)]
-    # A machine's set pins the cases that existed when it was recorded (machine 0's predates the coarse one).
-    assert 5 <= len(expected) <= len(cases)
+    assert len(expected) == len(cases)
     for digest, (encoding, shape, mode, seed) in zip(expected, cases):
         data = encoding()
-        assert data[3] == 4
+        assert data[3] == 5
         assert hashlib.sha256(data).hexdigest() == digest, encoding.__name__
         coarse = encoding is golden_encoding_coarse
         np.testing.assert_array_equal(decode(data, make_tiny_model(seed=0, context=True, coarse=16) if coarse else model).pixels,
                                       image(*shape, mode, seed=seed))
+
+
+@pytest.mark.parametrize("method", sorted(V4_STREAMS))
+def test_version4_streams_still_decode(method):
+    """Streams of format version 4 (float networks) decode exactly where the float model computes as their writer's.
+
+    tests/expected/codec_v4.dfc and codec_v4_coarse.dfc: golden_encoding_partial() and golden_encoding_coarse()
+    as the version-4 encoder wrote them.
+    """
+    data = V4_STREAMS[method].read_bytes()
+    assert data[3] == 4 and decode_file(data).header.version == 4
+    model = make_tiny_model(seed=0, context=True, coarse=16 if method == "coarse" else 0)
+    result = decode_stored(data, model)
+    if result is None:
+        pytest.skip("this machine computes the tiny model differently from the stream's writer; the decoder said so")
+    np.testing.assert_array_equal(result.pixels, image(8, 8, "RGB", seed=0))
+    cut = truncate(decode_file(data), 2)
+    assert decode(encode_file(cut), model).t > 0
 
 
 def test_version3_stream_still_decodes():
@@ -640,16 +657,14 @@ GOLDEN_CASES = (golden_encoding, golden_encoding_rgba, golden_encoding_rgba_lear
                 golden_encoding_rgba_partial, golden_encoding_coarse)
 
 if __name__ == "__main__":
-    lines = [f"{hashlib.sha256(f()).hexdigest()}  codec_v4: tests/test_codec.py {f.__name__}()" for f in GOLDEN_CASES]
     if sys.argv[1:] == ["--regenerate-golden"]:
-        GOLDEN_PATH.write_text("# machine 0: the machine that wrote these goldens\n" + "\n".join(lines) + "\n")
+        lines = [f"{hashlib.sha256(f()).hexdigest()}  codec_v5: tests/test_codec.py {f.__name__}()" for f in GOLDEN_CASES]
+        GOLDEN_PATH.write_text("# format version 5: the same on every machine\n" + "\n".join(lines) + "\n")
         print(f"wrote {GOLDEN_PATH}")
-    elif len(sys.argv) == 3 and sys.argv[1] == "--add-machine":
-        with GOLDEN_PATH.open("a") as f:
-            f.write(f"# machine {len(golden_sets())}: {sys.argv[2]}\n" + "\n".join(lines) + "\n")
-        print(f"added a set to {GOLDEN_PATH}")
+    elif sys.argv[1:] == ["--float-digest"]:
+        print(float_model_digest())
     else:
-        sys.exit('usage: python tests/test_codec.py --regenerate-golden | --add-machine "description"')
+        sys.exit("usage: python tests/test_codec.py --regenerate-golden | --float-digest")
 
 
 # --------------------------------------------------------------------------- learned exact stage (format version 4)
@@ -780,7 +795,8 @@ def test_coarse_partial_points_decode_to_what_the_encoder_reported(mode, shape):
                                                   points=99))
     assert res.exact_method == "coarse"
     assert res.file.header.flags == FLAG_PARTIAL_POINTS | FLAG_COARSE_TO_FINE
-    assert res.file.header.model_id == model.coarse_identity[:4] != model.codec_identity[:4]
+    ints = model.integer()  # version 5 names the integer form of the model
+    assert res.file.header.model_id == ints.coarse_identity[:4] != ints.codec_identity[:4]
     planes = ExactLayout(TileLayout(*shape, mode))
     colour_sizes = [n for s, n in zip(planes.stages, planes.stage_sizes()) if s.plane == 0]
     alpha_sizes = [n for s, n in zip(planes.stages, planes.stage_sizes()) if s.plane > 0]

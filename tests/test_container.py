@@ -142,8 +142,8 @@ def test_version3_golden_vector_is_still_read_and_differs_only_in_the_model_id()
 
 
 def test_model_id_length_follows_the_version() -> None:
-    assert [container.model_id_bytes(v) for v in (1, 2, 3, 4)] == [8, 8, 8, 4]
-    with pytest.raises(DfcFormatError, match="model_id must be 4 bytes in version 4"):
+    assert [container.model_id_bytes(v) for v in (1, 2, 3, 4, 5)] == [8, 8, 8, 4, 4]
+    with pytest.raises(DfcFormatError, match="model_id must be 4 bytes in version 5"):
         StreamHeader(bytes(8), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1)
     with pytest.raises(DfcFormatError, match="model_id must be 8 bytes in version 3"):
         StreamHeader(bytes(4), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, version=3)
@@ -266,7 +266,7 @@ def test_truncate_rejects_t_outside_the_chain(stop_at_t: object) -> None:
     (b"", "empty file"),
     (b"DF", "ends inside the .dfc header"),
     (b"\x89PNG\r\n\x1a\n", "not a .dfc file"),
-    (b"DFC\x05" + bytes(40), "unsupported .dfc version 5, written by a newer diffcodec"),
+    (b"DFC\x06" + bytes(40), "unsupported .dfc version 6, written by a newer diffcodec"),
     (b"DFC\x00" + bytes(40), "unsupported .dfc version 0"),
     (encode_file(SMALL) + b"\x00", "1 bytes after the payload"),
 ])

@@ -298,3 +298,18 @@ def test_p_log_variance_fixed_kinds(diffusion):
     np.testing.assert_allclose(large, np.log([diffusion.posterior_variance[1], diffusion.betas[1], diffusion.betas[999]]))
     with pytest.raises(ValueError):
         diffusion.p_log_variance(t, like, None, VarianceKind.LEARNED_RANGE)
+
+
+def test_exact_schedule_is_close_to_the_float_one_and_respaces_exactly():
+    """Format version 5's schedule (exactmath's cos and log) within float rounding of numpy's."""
+    from diffcodec.diffusion import ScheduleConfig
+
+    a = GaussianDiffusion.from_config(ScheduleConfig())
+    b = GaussianDiffusion.from_config(ScheduleConfig(), exact=True)
+    assert b.exact and not a.exact
+    np.testing.assert_allclose(b.betas, a.betas, rtol=1e-12)
+    np.testing.assert_allclose(b.posterior_log_variance_clipped, a.posterior_log_variance_clipped, rtol=1e-13)
+    np.testing.assert_allclose(b.log_betas, np.log(b.betas), rtol=1e-14)
+    assert b.spaced(50, "quad").exact
+    # pinned: the cosine schedule's first and last β of format version 5
+    assert (b.betas[0].hex(), b.betas[-1].hex()) == ("0x1.5a51329e24000p-15", "0x1.ff7ced916872bp-1")

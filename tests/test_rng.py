@@ -14,7 +14,7 @@ import struct
 import numpy as np
 import pytest
 
-from diffcodec.rng import normals, normals_float32, permutation, raw_uint64, stream_key
+from diffcodec.rng import normals, normals_exact, normals_float32, permutation, raw_uint64, stream_key
 
 KEY = stream_key(1, 2, 3)
 
@@ -127,3 +127,20 @@ def test_float32_normals_approximate_the_shared_ones(count):
     approx = normals_float32(KEY, count)
     assert approx.dtype == np.float32 and approx.shape == (count,)
     np.testing.assert_allclose(approx, normals(KEY, 0, count), rtol=0, atol=1e-5)
+
+
+# Format version 5: the same pairs through exactmath's log and sin/cos (normals 0..7 of KEY).
+GOLDEN_NORMALS_EXACT = ["0x1.ae716e5fc8a67p+0", "-0x1.3f833a894d19bp-2", "0x1.4a9f7d810f68ep+0", "0x1.de3e8430e2ac2p-2",
+                        "-0x1.413cc7df787cap-1", "-0x1.427d133e9cde2p-1", "-0x1.b93f332c392c1p-2", "0x1.143a9e95322fbp+0"]
+
+
+def test_golden_normals_exact():
+    assert [v.hex() for v in normals_exact(KEY, 0, 8)] == GOLDEN_NORMALS_EXACT
+
+
+def test_normals_exact_random_access_and_closeness():
+    whole = normals_exact(KEY, 0, 1001)
+    for start, count in ((0, 1), (3, 5), (500, 501), (1000, 1)):
+        assert np.array_equal(normals_exact(KEY, start, count), whole[start : start + count])
+    assert np.abs(whole - normals(KEY, 0, 1001)).max() < 1e-13  # the same transform, other last bits
+    assert len(normals_exact(KEY, 5, 0)) == 0
