@@ -60,12 +60,14 @@ class IntSpec:
 
 
 def _quantize_per_image(x: torch.Tensor, levels: int, per_channel: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """(integers in [−levels, levels], float64 scale per image, or per image and channel) with x ≈ integers · scale."""
+    """(integers in [−levels, levels], scale per image, or per image and channel) with x ≈ integers · scale.
+
+    In x's dtype (float32 for activations): a max, a division and a rounding, each exact or correctly
+    rounded.  An all-zero image gets a tiny scale and quantizes to zeros.
+    """
     dims = tuple(range(2 if per_channel else 1, x.dim()))
-    peak = x.abs().amax(dim=dims, keepdim=True).double()
-    scale = torch.where(peak > 0, peak / levels, torch.ones_like(peak))
-    q = torch.round(x.double() / scale).clamp(-levels, levels)
-    return q, scale
+    scale = x.abs().amax(dim=dims, keepdim=True).clamp_min(1e-30) / levels
+    return torch.round(x / scale).clamp_(-levels, levels), scale
 
 
 class _IntLinear:
@@ -94,23 +96,29 @@ class _IntLinear:
         self.groups = [(c, min(c + group, w.shape[1])) for c in range(0, w.shape[1], group)]
         self.w_int = [w_int[:, a:b].float().contiguous() for a, b in self.groups]
         self.stride, self.padding = stride, padding
+        # One part, one scale: the float32 accumulator holds the exact sum, scaled in float32.
+        self.simple = len(self.groups) == 1 and not self.per_channel
+        self.w_scale32, self.bias32 = self.w_scale.float(), self.bias.float()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         squeeze = x.dim() == 2
         if squeeze:
             x = x[:, :, None, None]
-        q, scale = _quantize_per_image(x, self.act_max, self.per_channel)
-        q = q.float()
+        q, scale = _quantize_per_image(x.float(), self.act_max, self.per_channel)
         if isinstance(self.padding, tuple):
             q, pad = F.pad(q, self.padding), 0
         else:
             pad = self.padding
+        if self.simple:
+            y = F.conv2d(q, self.w_int[0], stride=self.stride, padding=pad) * (scale * self.w_scale32) + self.bias32
+            return y[:, :, 0, 0] if squeeze else y
         acc = None
+        scale = scale.double()
         for (a, b), w in zip(self.groups, self.w_int):
-            part = F.conv2d(q[:, a:b], w, stride=self.stride, padding=pad).double()
+            part = F.conv2d(q[:, a:b], w, stride=self.stride, padding=pad).double()  # exact: integers below 2^24
             if self.per_channel:
                 part = part * scale[:, a:b]  # one channel a group: its own scale
-            acc = part if acc is None else acc + part
+            acc = part if acc is None else acc + part  # in a fixed order; exact while the sums are integers below 2^53
         y = acc * (self.w_scale if self.per_channel else scale * self.w_scale)
         y = (y + self.bias).float()
         return y[:, :, 0, 0] if squeeze else y
@@ -128,8 +136,9 @@ class _Table:
         self.tail_identity = tail_identity
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        idx = torch.round(x * self.step_inv).clamp(-self.half, self.half).long() + self.half
-        out = self.values[idx]
+        # Index of the nearest grid point, offset to start at 0 (x·2^k is exact; the add and round are IEEE).
+        idx = torch.round(x * self.step_inv + self.half).clamp_(0, 2 * self.half).long()
+        out = torch.take(self.values, idx)  # a gather: twice as fast as indexing here
         if self.tail_identity:
             out = torch.where(x > self.range, x, out)
         return out
@@ -148,17 +157,19 @@ class _IntGroupNorm:
         q, scale = _quantize_per_image(x, self.levels)
         q = q.to(torch.int64).reshape(b, self.groups, -1)
         n = q.shape[-1]
-        s1 = q.sum(dim=-1).double()
+        s1 = q.sum(dim=-1).double()  # int64 sums: exact in any order
         s2 = (q * q).sum(dim=-1).double()  # below 2^53 for the group sizes of these networks
         mean_q = s1 / n
         var_q = (s2 / n - mean_q * mean_q).clamp_min(0.0)
-        scale = scale.reshape(b, 1)
+        scale = scale.reshape(b, 1).double()
         mean = mean_q * scale
         inv = 1.0 / torch.sqrt(var_q * (scale * scale) + self.eps)
         per_channel = c // self.groups
         mean = mean.repeat_interleave(per_channel, dim=1).reshape(b, c, 1, 1).float()
         inv = inv.repeat_interleave(per_channel, dim=1).reshape(b, c, 1, 1).float()
-        return (x - mean) * inv * self.weight + self.bias
+        # (x − mean)·inv·γ + β as x·a + (β − mean·a): two passes over the activations instead of four.
+        a = inv * self.weight
+        return x * a + (self.bias - mean * a)
 
 
 class _IntResBlock:
@@ -197,13 +208,13 @@ class _IntAttention:
         if self.act_max**2 * d >= _EXACT_F32:
             raise ValueError("attention width too large for exact float32 logits")
         logits = torch.matmul(qi.float().transpose(-1, -2), ki.float()).double()  # (B, heads, L, L), exact
-        logits = logits * ((qs * ks) / math.sqrt(d))
+        logits = logits * ((qs.double() * ks.double()) / math.sqrt(d))
         logits = logits - logits.amax(dim=-1, keepdim=True)
         weights = torch.round(exactmath.exp(logits) * self.softmax_one)  # integers in [0, 2^bits]
         total = weights.sum(dim=-1)  # exact: integers below 2^53
         vi, vs = _quantize_per_image(v, self.act_max)
-        out = torch.matmul(vi, weights.transpose(-1, -2))  # float64: every partial sum an integer below 2^53
-        out = out * vs / total[:, :, None, :]
+        out = torch.matmul(vi.double(), weights.transpose(-1, -2))  # float64: every partial sum an integer below 2^53
+        out = out * vs.double() / total[:, :, None, :]
         out = out.float().reshape(b, c, h * w, 1)
         return x + self.proj(out).reshape(b, c, h, w)
 

@@ -72,13 +72,13 @@ def test_int_linear_equals_float64_reference():
     spec = IntSpec(act_max=127, weight_max=127)
     weight, bias = torch.randn(40, 300, 3, 3, generator=g), torch.randn(40, generator=g)
     layer = _IntLinear(weight, bias, spec, padding=1)
-    assert len(layer.groups) > 1  # 300·9 products of 127·127 exceed 2^24: the channels are split
+    assert len(layer.groups) > 1  # 300·9 products of 127·127 exceed 2^24: the sum is split
     for a, b in layer.groups:
         assert (b - a) * 9 * 127 * 127 < 2**24
     x = torch.randn(2, 300, 8, 8, generator=g)
     q, scale = _quantize_per_image(x, 127)
     w_int = torch.cat(layer.w_int, dim=1).double()
-    reference = F.conv2d(q, w_int, padding=1) * (scale * layer.w_scale) + layer.bias
+    reference = F.conv2d(q.double(), w_int, padding=1) * (scale.double() * layer.w_scale) + layer.bias
     assert torch.equal(layer(x), reference.float())
     assert float(q.abs().max()) <= 127 and float((w_int - w_int.round()).abs().max()) == 0
 
