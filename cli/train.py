@@ -37,11 +37,23 @@ from .options import debug_option
 @click.option("--checkpoint-minutes", type=float, default=10.0, show_default=True)
 @click.option("--eval-dir", type=click.Path(exists=True, file_okay=False), default=None, help="Held-out PNGs to score at each checkpoint.")
 @click.option("--eval-limit", type=int, default=64, show_default=True)
+@click.option("--holdout", default=None, metavar="N|FRACTION[,...]",
+              help="Hold out the LAST N images (or this fraction) of every .npy source, or one value per .npy file "
+                   "in order (e.g. 500,300), never train on them, and score the first --val-limit of each at every "
+                   "checkpoint (validation bits/dim, logged and stored in the run file). A resumed run keeps its "
+                   "saved holdout.")
+@click.option("--val-limit", type=click.IntRange(1), default=64, show_default=True,
+              help="Validation images per held-out set (the first of its range; fixed noise seed).")
+@click.option("--val-steps", type=click.IntRange(2), default=100, show_default=True,
+              help="Uniform steps of the validation negative ELBO.")
+@click.option("--threads", type=click.IntRange(1), default=None, show_default="torch's default",
+              help="Torch threads (1 leaves the other cores free).")
 @click.option("--export", type=click.Path(dir_okay=False), default=None, help="Also write the fp16 EMA weights here at each checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @debug_option
 def train(data, out, max_steps, minutes, batch_size, lr, objective, schedule, channels, channel_mult, res_blocks, attention,
-          dropout, fixed_variance, no_fourier, photo_fraction, coarse, coarse_min_t, coarse_fraction, bf16, checkpoint_minutes, eval_dir, eval_limit, export, seed):
+          dropout, fixed_variance, no_fourier, photo_fraction, coarse, coarse_min_t, coarse_fraction, bf16, checkpoint_minutes,
+          eval_dir, eval_limit, holdout, val_limit, val_steps, threads, export, seed):
     """Train the reverse process p_θ on DATA (.npy arrays, image folders, CIFAR tarballs).
 
     Folders of 32×32 images are used whole; folders of larger photos are cropped at several scales.
@@ -49,14 +61,19 @@ def train(data, out, max_steps, minutes, batch_size, lr, objective, schedule, ch
     \b
     Examples:
       diffcodec train ../shared/data/cifar10-train-lossless-4000.npy ../shared/data/photos-train -o run.pt --minutes 120
+      diffcodec train cifar10-train-lossless-4000.npy flowers32-lossless-3000.npy -o run.pt --holdout 500,300 --threads 1
       torchrun --nproc_per_node 2 -m diffcodec.cli.main train data.npy -o run.pt --steps 1000
     """
     from diffcodec.diffusion import ScheduleConfig, ScheduleKind
     from diffcodec.models.checkpoint import export_weights, model_from_checkpoint, save_checkpoint
-    from diffcodec.models.data import TrainingSet
-    from diffcodec.models.train import Objective, TrainConfig, Trainer, init_distributed
+    from diffcodec.models.data import TrainingSet, parse_holdout
+    from diffcodec.models.train import Objective, TrainConfig, Trainer, init_distributed, saved_holdout
     from diffcodec.models.unet import UNetConfig
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     init_distributed()
     unet = UNetConfig(
         base_channels=channels,
@@ -68,13 +85,35 @@ def train(data, out, max_steps, minutes, batch_size, lr, objective, schedule, ch
         fourier_features=() if no_fourier else (7, 8),
     )
     config = TrainConfig(batch_size=batch_size, lr=lr, objective=Objective(objective), bf16=bf16,
-                         checkpoint_minutes=checkpoint_minutes, seed=seed, photo_fraction=photo_fraction)
-    data_set = TrainingSet(list(data), photo_fraction=photo_fraction, coarse_sources=list(coarse),
-                           coarse_min_t=coarse_min_t, coarse_fraction=coarse_fraction)
-    trainer = Trainer(data_set, out, unet, ScheduleConfig(ScheduleKind(schedule)), config)
+                         checkpoint_minutes=checkpoint_minutes, seed=seed, photo_fraction=photo_fraction,
+                         val_limit=val_limit, val_steps=val_steps)
+    try:
+        holdout_values = parse_holdout(holdout)
+        if holdout_values is None:  # a resumed run keeps the holdout it was started with
+            holdout_values = saved_holdout(out, list(data))
+        data_set = TrainingSet(list(data), photo_fraction=photo_fraction, coarse_sources=list(coarse),
+                               coarse_min_t=coarse_min_t, coarse_fraction=coarse_fraction, holdout=holdout_values)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        trainer = Trainer(data_set, out, unet, ScheduleConfig(ScheduleKind(schedule)), config)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     if trainer.rank == 0:
         n = sum(p.numel() for p in trainer.net.parameters())
         click.echo(f"{n / 1e6:.2f}M parameters, resuming at step {trainer.step}" if trainer.step else f"{n / 1e6:.2f}M parameters")
+        for h in data_set.holdout:
+            click.echo(f"holdout: {h['file']} images {h['held_out'][0]}-{h['held_out'][1] - 1} never trained on "
+                       f"(validation: the first {min(val_limit, h['held_out'][1] - h['held_out'][0])} of them)"
+                       + (f"; the run file's steps before {trainer.holdout_started} did not hold them out"
+                          if trainer.holdout_started else ""), err=True)
+
+    def log_validation(tr: Trainer) -> None:
+        if tr.val_history and tr.val_history[-1]["step"] == tr.step:
+            v = tr.val_history[-1]
+            click.echo(json.dumps({"step": v["step"], "images_seen": v["images_seen"],
+                                   **{f"val_bpd[{k}]": r["bpd"] for k, r in v.items() if isinstance(r, dict)},
+                                   "time": v["time"][-8:]}), err=True)
 
     eval_images = None
     if eval_dir and trainer.rank == 0:
@@ -83,6 +122,7 @@ def train(data, out, max_steps, minutes, batch_size, lr, objective, schedule, ch
         eval_images = load_folder_tiles(eval_dir, limit=eval_limit)
 
     def on_checkpoint(tr: Trainer) -> None:
+        log_validation(tr)
         ckpt = tr.checkpoint()
         if export:
             save_checkpoint(export, export_weights(ckpt))
@@ -117,6 +157,7 @@ def train(data, out, max_steps, minutes, batch_size, lr, objective, schedule, ch
     else:
         trainer.run(max_steps=max_steps, max_minutes=minutes, on_step=on_step, on_checkpoint=on_checkpoint)
     if trainer.rank == 0:
+        log_validation(trainer)
         if export:
             save_checkpoint(export, export_weights(trainer.checkpoint()))
         click.echo(f"saved {out} at step {trainer.step}")

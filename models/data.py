@@ -62,8 +62,35 @@ class PhotoCrops:
         return out
 
 
+def parse_holdout(spec: str | None) -> list[float] | None:
+    """``--holdout``: a count (``500``), a fraction (``0.1``) or one of either per .npy file (``500,300``)."""
+    if spec is None or str(spec).strip() == "":
+        return None
+    values = []
+    for part in str(spec).split(","):
+        v = float(part)
+        if v < 0 or (v >= 1 and v != int(v)):
+            raise ValueError(f"--holdout: {part!r} is neither a count nor a fraction in [0, 1)")
+        values.append(v)
+    return values
+
+
+def holdout_count(value: float, n: int) -> int:
+    """Images held out of an array of ``n``: ``value`` itself if ≥ 1, else round(value · n)."""
+    k = int(value) if value >= 1 else int(round(value * n))
+    if k >= n:
+        raise ValueError(f"cannot hold out {k} of {n} images")
+    return k
+
+
 class TrainingSet:
     """Mixes fixed-size image arrays with photo crops; draws batches with random horizontal flips.
+
+    ``holdout`` (see :func:`parse_holdout`) keeps the LAST images of every .npy source out of training:
+    they are never drawn into a batch and make up ``validation`` (name → uint8 array, named by the
+    file's stem).  With one value it applies to every .npy file, with several, one per .npy file in
+    the order given.  E.g. ``500,300`` for cifar10-train-lossless-4000.npy and flowers32-lossless-3000.npy
+    holds out indices 3500–3999 and 2700–2999.  Folders, tarballs and photos are never held out.
 
     ``coarse_sources`` are lossy images (the CIFAR-10 JPEG tarball) used only where the noise hides
     their artefacts: an image whose timestep is at least ``coarse_min_t`` comes from them with
@@ -79,8 +106,11 @@ class TrainingSet:
         coarse_sources: list[str | Path] = (),
         coarse_min_t: int = 100,
         coarse_fraction: float = 0.5,
+        holdout: list[float] | None = None,
     ):
-        arrays, photos = self._read(sources, size)
+        self.validation: dict[str, np.ndarray] = {}
+        self.holdout: list[dict] = []  # per .npy source: its name, size and the held-out [start, stop)
+        arrays, photos = self._read(sources, size, holdout, self.validation, self.holdout)
         coarse, coarse_photos = self._read(coarse_sources, size) if coarse_sources else ([], [])
         if coarse_photos:
             raise ValueError("coarse sources must be 32×32 image sets (arrays, tarballs or folders), not photos")
@@ -93,13 +123,28 @@ class TrainingSet:
             raise ValueError("no training images found")
 
     @staticmethod
-    def _read(sources: list[str | Path], size: int) -> tuple[list[np.ndarray], list[Path]]:
+    def _read(sources: list[str | Path], size: int, holdout: list[float] | None = None,
+              validation: dict | None = None, held: list | None = None) -> tuple[list[np.ndarray], list[Path]]:
         arrays, photos = [], []
+        npy = [Path(s) for s in sources if Path(s).suffix == ".npy"]
+        if holdout and len(holdout) not in (1, len(npy)):
+            raise ValueError(f"--holdout has {len(holdout)} values for {len(npy)} .npy files")
         for src in map(Path, sources):
             if not src.exists():
                 raise FileNotFoundError(f"training data not found: {src}")
             if src.suffix == ".npy":
-                arrays.append(load_array(src))
+                arr = load_array(src)
+                if holdout:
+                    k = holdout_count(holdout[0] if len(holdout) == 1 else holdout[npy.index(src)], len(arr))
+                    if k:
+                        name = src.stem
+                        while name in validation:
+                            name += "'"
+                        validation[name] = arr[len(arr) - k :].copy()
+                        held.append({"name": name, "file": src.name, "images": int(len(arr)),
+                                     "held_out": [int(len(arr) - k), int(len(arr))]})
+                        arr = arr[: len(arr) - k]
+                arrays.append(arr)
             elif src.name.endswith((".tar.gz", ".tgz", ".tar")):
                 arrays.append(load_tarball(src))
             elif src.is_dir():
@@ -118,6 +163,7 @@ class TrainingSet:
             "array_images": int(len(self.array)),
             "photos": 0 if self.photos is None else len(self.photos.images),
             "photo_fraction": self.photo_fraction,
+            **({"holdout": self.holdout} if self.holdout else {}),
             **({} if self.coarse is None else {"coarse_images": int(len(self.coarse)), "coarse_min_t": self.coarse_min_t,
                                                "coarse_fraction": self.coarse_fraction}),
         }

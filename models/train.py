@@ -45,6 +45,9 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     seed: int = 0
     photo_fraction: float = 0.25
+    val_limit: int = 64  # validation images scored per held-out set (the first of its range)
+    val_steps: int = 100  # uniform steps of the negative ELBO on them (noise seed val_seed)
+    val_seed: int = 0
 
 
 class ImportanceSampler:
@@ -124,6 +127,8 @@ class Trainer:
         self.step = 0
         self.images_seen = 0
         self.sampler = ImportanceSampler(schedule.num_steps) if config.objective is Objective.VLB else None
+        self.val_history: list[dict] = []  # one entry per validation (at checkpoints), kept across resumes
+        self.holdout_started: int | None = 0 if data.holdout else None  # step from which the holdout was kept out
         if self.out.exists():
             self._resume()
         # Each rank draws its own batches; seeds differ by rank and by resume point.
@@ -141,6 +146,13 @@ class Trainer:
             for group in self.opt.param_groups:  # the learning rate asked for now, not the saved one
                 group["lr"] = self.config.lr
         self.step, self.images_seen = ckpt["step"], ckpt.get("images_seen", 0)
+        saved = ckpt.get("data", {}).get("holdout")
+        if saved is not None and saved != self.data.holdout:
+            raise ValueError(f"{self.out} held out {saved}, this command {self.data.holdout or 'nothing'}: "
+                             "a resumed run must keep its holdout (drop --holdout to reuse the saved one)")
+        self.val_history = list(ckpt.get("validation", {}).get("history", []))
+        # A run file without a holdout (e.g. models/train-state.pt) has seen every image before this step.
+        self.holdout_started = ckpt.get("validation", {}).get("holdout_since_step", self.step) if self.data.holdout else None
         if self.sampler is not None and "sampler" in ckpt:
             self.sampler.history, self.sampler.count = ckpt["sampler"]
 
@@ -162,10 +174,42 @@ class Trainer:
         }
         if self.sampler is not None:
             ckpt["sampler"] = (self.sampler.history, self.sampler.count)
+        if self.data.holdout:
+            ckpt["validation"] = {
+                "sets": {h["name"]: {"file": h["file"], "indices": [h["held_out"][0], h["held_out"][0] + min(
+                    self.config.val_limit, h["held_out"][1] - h["held_out"][0])]} for h in self.data.holdout},
+                "steps": self.config.val_steps, "seed": self.config.val_seed, "spacing": "uniform", "weights": "ema fp32",
+                "holdout_since_step": self.holdout_started,
+                "history": self.val_history,
+                **({"last": self.val_history[-1]} if self.val_history else {}),
+            }
         return ckpt
 
-    def save(self) -> None:
+    def validation_images(self) -> dict[str, np.ndarray]:
+        """The fixed validation subsets: the first ``val_limit`` images of each held-out range."""
+        return {name: arr[: self.config.val_limit] for name, arr in self.data.validation.items()}
+
+    def validate(self) -> dict:
+        """Negative ELBO (bits/dim) of the EMA weights on each validation subset; appended to ``val_history``."""
+        from diffcodec.evaluate import dataset_bpd
+
+        from .checkpoint import export_weights, model_from_checkpoint
+
+        model = model_from_checkpoint(export_weights(self.checkpoint(), half=False))
+        entry: dict = {"step": self.step, "images_seen": self.images_seen}
+        for name, images in self.validation_images().items():
+            r = dataset_bpd(model, images, steps=self.config.val_steps, batch_size=64, seed=self.config.val_seed)
+            entry[name] = {k: round(float(r[k]), 4) for k in ("bpd", "prior", "steps", "decoder")}
+        entry["time"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        if not self.val_history or self.val_history[-1]["step"] != self.step:
+            self.val_history.append(entry)
+        return entry
+
+    def save(self, validate: bool = True) -> None:
+        """Write the run file; with a holdout, score the validation subsets first (their figures go in it)."""
         if self.rank == 0:
+            if validate and self.data.validation and (not self.val_history or self.val_history[-1]["step"] != self.step):
+                self.validate()
             save_checkpoint(self.out, self.checkpoint())
 
     def train_step(self) -> dict[str, float]:
@@ -224,6 +268,18 @@ class Trainer:
         self.save()
         if dist.is_initialized():
             dist.barrier()  # no rank leaves before rank 0 has written the final checkpoint
+
+
+def saved_holdout(out: str | Path, sources: list[str]) -> list[float] | None:
+    """The holdout counts a run file at ``out`` was started with, in the order of today's .npy ``sources``."""
+    out = Path(out)
+    if not out.exists():
+        return None
+    held = torch.load(out, map_location="cpu", weights_only=False).get("data", {}).get("holdout")
+    if not held:
+        return None
+    counts = {h["file"]: h["held_out"][1] - h["held_out"][0] for h in held}
+    return [float(counts.get(Path(s).name, 0)) for s in sources if Path(s).suffix == ".npy"]
 
 
 def init_distributed() -> bool:
