@@ -39,10 +39,12 @@ def _steps_to_decode(header, last_chain_t: int, stop_at_t: int) -> int:
 @click.option("--reconstruct", type=click.Choice(["mean", "sample", "flow"]), default="mean", show_default=True,
               help="How a lossy state becomes an image: mean x̂_0 (lowest RMSE), ancestral sampling, or DDIM flow.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Noise seed of --reconstruct sample.")
+@click.option("--max-pixels", type=click.IntRange(0), metavar="N", default=None, show_default="Pillow's, 89,478,485",
+              help="Refuse a file whose image has more pixels than this (0: no limit): a small file can claim a huge image.")
 @model_option
 @json_option
 @debug_option
-def command(input, output, stop_at_t, max_bytes, reconstruct, seed, any_state, model_path, as_json):
+def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, any_state, model_path, as_json):
     """Decode the .dfc file INPUT into the image OUTPUT.
 
     A truncated file decodes to its last truncation point; a file cut at any byte (an
@@ -57,7 +59,7 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, any_state, m
       diffcodec decode photo.dfc -o preview.png --max-bytes 20000
       diffcodec decode photo.dfc -o sample.png --stop-at-t 300 --reconstruct sample --seed 1 --model run.pt
     """
-    from diffcodec.codec import decode
+    from diffcodec.codec import DEFAULT_MAX_PIXELS, check_image_size, decode
     from diffcodec.container import FLAG_COARSE_TO_FINE, chain_position, paper_timestep
     from diffcodec.errors import DiffcodecError
     from diffcodec.images import save_image
@@ -78,6 +80,8 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, any_state, m
             common.note(f"--max-bytes {max_bytes}: decoding the first {describe(dfc)['total_bytes']} bytes of {input}, "
                         f"{len(dfc.points)} of its truncation points")
     h = dfc.header
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None)
+    check_image_size(h, limit)  # before the model is loaded or anything allocated
     common.check_stop_at_t(stop_at_t, h.schedule_steps)
     cut, lost = dfc.cut, f"{dfc.points_lost} truncation point{'s' if dfc.points_lost != 1 else ''} lost"
     between = None  # the file has points below T but none at T: the nearest coded state, where decode stops instead
@@ -94,7 +98,7 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, any_state, m
         raise DiffcodecError(f"cannot write {output}: JPEG has no alpha channel and {input} is RGBA; use .png")
     model = common.load_model(model_path)
     with common.progress(_steps_to_decode(h, dfc.points[-1].t, stop_at_t), "decoding") as update:
-        result = decode(dfc, model, stop_at_t=stop_at_t, reconstruct=reconstruct, seed=seed, on_step=update)
+        result = decode(dfc, model, stop_at_t=stop_at_t, reconstruct=reconstruct, seed=seed, on_step=update, max_pixels=limit)
 
     notes = []
     if result.partial is None:

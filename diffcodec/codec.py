@@ -65,6 +65,24 @@ STOP_TOLERANCE = 1.02
 SKIP_TOLERANCE = 1.005
 
 
+# A file's header says how large its image is, and a decoder allocates for that before reading anything
+# else: a small file can claim billions of pixels (a decompression bomb).  Pillow's limit, which users
+# know (PIL.Image.MAX_IMAGE_PIXELS), unless the caller raises it.
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+
+
+class ImageTooLargeError(DiffcodecError):
+    """The file claims more pixels than the decoder was allowed to allocate for."""
+
+
+def check_image_size(header: StreamHeader, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse a header that claims more than ``max_pixels`` pixels (None: no limit)."""
+    pixels = header.width * header.height
+    if max_pixels is not None and pixels > max_pixels:
+        raise ImageTooLargeError(f"the file claims a {header.width}×{header.height} image ({pixels:,} pixels), more than "
+                                 f"the limit of {max_pixels:,}: a decompression bomb, unless you trust it and raise the limit")
+
+
 class StreamMismatchError(DiffcodecError):
     """The decoder's state disagrees with the encoder's: corrupt data, or other model/numerics."""
 
@@ -753,8 +771,12 @@ def decode(
     reconstruct: str = "mean",
     seed: int = 0,
     on_step: Callable[[int], None] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> DecodeResult:
     """Decode a .dfc stream (Algorithm 4) down to the last coded state with t ≥ ``stop_at_t`` that the data holds.
+
+    A file whose header claims more than ``max_pixels`` pixels (None: no limit) is refused with
+    :class:`ImageTooLargeError` before anything is allocated for it.
 
     Any coded state, listed in the table or not.  ``diffcodec decode --stop-at-t T`` first cuts the file at
     its last truncation point with t ≥ T (:func:`diffcodec.container.truncate`, as ``diffcodec truncate``
@@ -765,8 +787,12 @@ def decode(
     :func:`diffcodec.reconstruct.mean_image`), ``sample`` runs ancestral sampling from x_t,
     ``flow`` runs deterministic DDIM from x_t.  A complete stream decoded to t = 0 is the exact image.
     """
+    from .container import decode_file
+
+    dfc = data if isinstance(data, DfcFile) else decode_file(data)
+    check_image_size(dfc.header, max_pixels)
     try:
-        return _decode(data, model, stop_at_t, reconstruct, seed, on_step)
+        return _decode(dfc, model, stop_at_t, reconstruct, seed, on_step)
     except AssertionError:
         # constriction asserts when corrupt data decodes to a symbol the model cannot produce.
         raise StreamMismatchError("the stream is corrupt (the entropy decoder met an impossible symbol)") from None

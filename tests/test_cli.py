@@ -499,3 +499,17 @@ def test_help_has_examples(verb):
     result = run(verb, "--help")
     assert "Examples:" in result.stdout
     assert f"diffcodec {verb}" in result.stdout.split("Examples:")[1]
+
+
+def test_decode_refuses_a_decompression_bomb_in_one_line(work, model):
+    """A 60000×60000 claim in a tiny file: one line, before the model is even loaded; --max-pixels raises the limit."""
+    from test_codec import bomb_file
+
+    bomb = work / "bomb.dfc"
+    bomb.write_bytes(bomb_file())
+    result = run("decode", bomb, "-o", work / "bomb.png", "--stop-at-t", 900, "--model", model, expect=None)
+    assert_one_line_error(result, "60000×60000", "limit")
+    small = work / "small-claim.dfc"
+    small.write_bytes(bomb_file(8, 8))
+    result = run("decode", small, "-o", work / "small.png", "--max-pixels", 63, "--model", model, expect=None)
+    assert_one_line_error(result, "8×8", "limit")

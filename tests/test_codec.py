@@ -866,3 +866,27 @@ def test_corruption_of_a_coarse_file_is_caught_or_harmless():
             continue
         if out.complete:
             np.testing.assert_array_equal(out.pixels, img)
+
+
+# --------------------------------------------------------------------------- decompression bombs (issue 18)
+
+def bomb_file(width: int = 60000, height: int = 60000) -> bytes:
+    """A small, well-formed .dfc (valid CRCs, made with the container API) whose header claims a huge image."""
+    from diffcodec.container import StreamHeader, TruncationPoint, DfcFile
+
+    model = make_tiny_model(seed=0)
+    header = StreamHeader(model_id=model.integer().codec_identity[:4], width=width, height=height, mode="RGB",
+                          num_steps=3, chunk_bits=8, threads=1, schedule_steps=1000, exact_from=1)
+    dfc = DfcFile(header=header, points=(TruncationPoint(3, 2, 0),), words=np.zeros(2, dtype=np.uint32), image_crc32=None)
+    return encode_file(dfc)
+
+
+def test_a_file_claiming_too_many_pixels_is_refused_before_allocating():
+    from diffcodec.codec import DEFAULT_MAX_PIXELS, ImageTooLargeError
+
+    data = bomb_file()
+    assert len(data) < 100 and DEFAULT_MAX_PIXELS == 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageTooLargeError, match="60000×60000"):
+        decode(data, make_tiny_model(seed=0), stop_at_t=900)
+    with pytest.raises(ImageTooLargeError):
+        decode(bomb_file(8, 8), make_tiny_model(seed=0), max_pixels=63)
