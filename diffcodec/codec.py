@@ -52,7 +52,7 @@ from .errors import DiffcodecError
 from .exact import EXACT_SCALES
 from .numerics import EXACT, FLOAT, Numerics, for_version
 from .reconstruct import mean_image
-from .rng import normals, raw_uint64, stream_key
+from .rng import raw_uint64, stream_key
 from .tiling import TileLayout
 
 MAX_INDEX_BITS = 20  # format constant: PFR indices are < 2^20
