@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -149,12 +150,41 @@ def echo_json(obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def progress(length: int, label: str) -> Iterator[Any]:
-    """A progress bar on stderr, shown only when stderr is a terminal; yields its ``update``."""
+def progress(length: int, label: str, every: float = 30.0) -> Iterator[Any]:
+    """Progress on stderr; yields its ``update(n=1)``.
+
+    On a terminal, a bar with the time left.  Elsewhere (a log, a pipe, a CI job) a line every ``every``
+    seconds with the count, the time so far and the time left, so a long job never sits silent.
+    """
     stream = sys.stderr
-    hidden = not (hasattr(stream, "isatty") and stream.isatty())
-    with click.progressbar(length=max(length, 1), label=label, file=stream, hidden=hidden) as bar:
-        yield bar.update
+    if hasattr(stream, "isatty") and stream.isatty():
+        with click.progressbar(length=max(length, 1), label=label, file=stream, show_eta=True) as bar:
+            yield bar.update
+        return
+    start = last = time.monotonic()
+    done = 0
+
+    def update(n: int = 1) -> None:
+        nonlocal done, last
+        done += n
+        now = time.monotonic()
+        if now - last >= every and 0 < done < length:
+            last = now
+            left = (now - start) / done * (length - done)
+            click.echo(f"{label}: {done}/{length} ({100 * done // length}%), {_duration(now - start)} so far, "
+                       f"about {_duration(left)} left", err=True)
+
+    yield update
+
+
+def _duration(seconds: float) -> str:
+    """12 s, 3 min 05 s, 2 h 07 min."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def sample_rows(n: int, keep: int = 12) -> list[int]:

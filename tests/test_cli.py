@@ -513,3 +513,17 @@ def test_decode_refuses_a_decompression_bomb_in_one_line(work, model):
     small.write_bytes(bomb_file(8, 8))
     result = run("decode", small, "-o", work / "small.png", "--max-pixels", 63, "--model", model, expect=None)
     assert_one_line_error(result, "8×8", "limit")
+
+
+def test_progress_off_a_terminal_prints_a_line_now_and_then(capsys, monkeypatch):
+    """Not on a terminal there is no bar, but a long job says how far it is and how long is left."""
+    from diffcodec.cli import common
+
+    clock = iter([0.0, 10.0, 40.0, 45.0, 80.0])
+    monkeypatch.setattr(common.time, "monotonic", lambda: next(clock))
+    with common.progress(4, "encoding", every=30.0) as update:
+        for _ in range(3):
+            update()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["encoding: 2/4 (50%), 40 s so far, about 40 s left"]
+    assert common._duration(185) == "3 min 05 s" and common._duration(7620) == "2 h 07 min"
