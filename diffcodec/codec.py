@@ -772,11 +772,13 @@ def decode(
     seed: int = 0,
     on_step: Callable[[int], None] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    batch_size: int = 64,
 ) -> DecodeResult:
     """Decode a .dfc stream (Algorithm 4) down to the last coded state with t ≥ ``stop_at_t`` that the data holds.
 
     A file whose header claims more than ``max_pixels`` pixels (None: no limit) is refused with
-    :class:`ImageTooLargeError` before anything is allocated for it.
+    :class:`ImageTooLargeError` before anything is allocated for it.  ``batch_size``: tiles per network
+    call (format 5 decodes the same with any; versions 1–4 need the encoder's, the default).
 
     Any coded state, listed in the table or not.  ``diffcodec decode --stop-at-t T`` first cuts the file at
     its last truncation point with t ≥ T (:func:`diffcodec.container.truncate`, as ``diffcodec truncate``
@@ -792,13 +794,13 @@ def decode(
     dfc = data if isinstance(data, DfcFile) else decode_file(data)
     check_image_size(dfc.header, max_pixels)
     try:
-        return _decode(dfc, model, stop_at_t, reconstruct, seed, on_step)
+        return _decode(dfc, model, stop_at_t, reconstruct, seed, on_step, batch_size)
     except AssertionError:
         # constriction asserts when corrupt data decodes to a symbol the model cannot produce.
         raise StreamMismatchError("the stream is corrupt (the entropy decoder met an impossible symbol)") from None
 
 
-def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -> DecodeResult:
+def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step, batch_size: int = 64) -> DecodeResult:
     from .container import decode_file
     from .reconstruct import reconstruct_from
 
@@ -822,7 +824,7 @@ def _decode(data, model, stop_at_t: int, reconstruct: str, seed: int, on_step) -
     if h.schedule_steps != model.diffusion.num_steps:
         raise DiffcodecError(f"stream uses a {h.schedule_steps}-step schedule, the model has {model.diffusion.num_steps}")
     layout = TileLayout(h.height, h.width, h.mode)
-    chain = _Chain(model, layout, h.num_steps, h.chunk_bits, spacing=h.spacing, numerics=numerics)
+    chain = _Chain(model, layout, h.num_steps, h.chunk_bits, batch_size, spacing=h.spacing, numerics=numerics)
     S = chain.num_steps
     last_step = S - h.exact_from  # the chain's last coded step; the exact stage follows it
     # Step s produces the state with chain t = S − s; the exact stage is "step" last_step + 1.
