@@ -18,6 +18,10 @@ import math
 import numpy as np
 import torch
 
+from .rng import normals_exact, stream_key
+
+SAMPLE_SEED = 0x53414D50  # keys the noise of ``sample`` previews of format-5 files (with the user's seed and the step)
+
 # The prior toward which x̂_0 is shrunk: per-channel mean and variance of a subpixel in model units [−1, 1]
 # (CIFAR-10 training images 0–3499 of ../shared/data/cifar10-train-lossless-4000.npy, R, G, B).
 PRIOR_MEAN = (-0.017, -0.037, -0.110)
@@ -65,8 +69,11 @@ def reconstruct_from(chain, x: np.ndarray, index: int, method: str, seed: int = 
     gen = torch.Generator().manual_seed(seed)
     for i in range(index, 0, -1):
         if method == "sample":
-            noise = torch.randn(x.shape, generator=gen, dtype=torch.float64).numpy()
-            x = pred["mean"] + np.exp(0.5 * pred["log_variance"]) * noise
+            if chain.num.exact:  # format 5: the same sample on every machine
+                noise = normals_exact(stream_key(SAMPLE_SEED, seed, i), 0, len(x))
+            else:
+                noise = torch.randn(x.shape, generator=gen, dtype=torch.float64).numpy()
+            x = pred["mean"] + chain.num.exp(0.5 * pred["log_variance"]) * noise
         else:  # flow: x_{i−1} = √ᾱ_{i−1} x̂_0 + √(1−ᾱ_{i−1}) ε̂
             x0 = pred["pred_xstart"]
             eps = (d.sqrt_recip_alphas_cumprod[i] * x - x0) / d.sqrt_recipm1_alphas_cumprod[i]
