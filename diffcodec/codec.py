@@ -454,14 +454,23 @@ def _context_inputs(chain: _Chain, planes: exact.ExactLayout, pred: dict[str, np
     return exact.ContextInputs(xhat=xhat, y=y, sigma=sigma, log_sigma=chain.num.log(sigma), exp=chain.num.exp)
 
 
+def _planning_nets(chain: _Chain):
+    """The context networks the encoder's *search* runs (which state to stop at, which exact-stage method and
+    scales to write): the float ones where the chain runs integer networks.  A plan only estimates costs and
+    the decoder never repeats it; what is written, and every replay of what a decoder shows, runs the
+    chain's own (integer) networks.  Float networks are ~2x faster here (bench/intnet_pass_speed.py)."""
+    model = getattr(chain.model, "float_model", chain.model)
+    return model.context, model.coarse
+
+
 def _plan_learned(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int) -> exact.ExactPlan:
     inputs = _context_inputs(chain, planes, pred, x, index)
-    return exact.plan_learned(planes, chain.model.context, pixel_planes, inputs, *_exact_planes(chain, planes, pred, index))
+    return exact.plan_learned(planes, _planning_nets(chain)[0], pixel_planes, inputs, *_exact_planes(chain, planes, pred, index))
 
 
 def _plan_coarse(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int) -> exact.ExactPlan:
     inputs = _context_inputs(chain, planes, pred, x, index)
-    return exact.plan_coarse(planes, chain.model.coarse, pixel_planes, inputs, *_exact_planes(chain, planes, pred, index))
+    return exact.plan_coarse(planes, _planning_nets(chain)[1], pixel_planes, inputs, *_exact_planes(chain, planes, pred, index))
 
 
 def _plan_exact(chain: _Chain, planes: exact.ExactLayout, pixel_planes, pred, x, index: int, method: str) -> exact.ExactPlan:

@@ -9,14 +9,23 @@ order:
 * **Linear layers** (convolutions, the time MLP, attention's projections) multiply *integer*
   activations by *integer* weights.  Activations are quantized per image to ``[−A, A]`` with the
   scale max|x| / A (a max and a division: exact and correctly rounded); weights per output channel to
-  ``[−W, W]``.  The products are summed in float32, where every partial sum is an integer below
-  2^24 and so exact in any order: input channels are split into groups small enough for that
-  bound, and the groups' sums added in float64 (exact integers below 2^53).  The accumulator is then
-  scaled back, and the bias added, in float64: one rounding each.
+  ``[−W, W]`` (fewer levels, down to W/2, where that lets the layer's sums fit one float32 sum).
+  The products are summed in float32, where every partial sum is an integer below 2^24 and so
+  exact in any order: an output channel's partial sums are bounded by A·Σ|w_int|, and input
+  channels are split into groups whose bound is below 2^24 (one group for every layer of the
+  shipped networks but the input layers), the groups' sums added in float64 (exact integers
+  below 2^53).  A one-group layer is scaled back, and its bias added, in float32; a split one in
+  float64: one rounding each.
 * **GroupNorm** takes its mean and variance from the activations quantized to 2^20 levels per
-  image, summed as int64 (exact); normalising is elementwise.
-* **SiLU** is a table of ``exactmath.silu`` on a grid of 2^-8 over [−64, 64] (inputs beyond pass
-  through or give 0); **GELU** (context networks) likewise with ``exactmath.gelu_tanh``.
+  image, summed in float64 (exact: integers, and squares as a dot product, below 2^53 for the
+  group sizes of 32×32 tiles; int64 beyond); normalising is elementwise, x·a + b.
+* **SiLU** (after GroupNorm only) is a table of ``exactmath.silu`` on a grid of 2^-8 over
+  [−64, 256], read at round(x·(a·2^8) + (b·2^8 + offset)): GroupNorm's affine map folded into the
+  table's index (two roundings), clamped at the table's ends (a 32×32 tile's GroupNorm cannot reach
+  256); **GELU** (context networks) a table of ``exactmath.gelu_tanh`` over [−64, 64] (the identity
+  beyond, its first value below).
+* ``IntSpec.arithmetic`` = 1 gives the first version's rules (worst-case groups, int64 statistics,
+  SiLU over [−64, 64] after a separate normalisation): kept to compare against.
 * **Attention's softmax** uses ``exactmath.exp``, rounds the weights to integers of 15 bits and sums
   them exactly; the weighted sum of values is an integer product in float64.
 * **Sinusoidal embeddings and Fourier features** use ``exactmath.sincos_turns``.
@@ -54,6 +63,7 @@ class IntSpec:
     table_range: float = 64.0  # ... over [−range, range]
     norm_levels_log2: int = 20  # GroupNorm statistics from activations quantized to ±2^this per image
     softmax_bits: int = 15  # attention weights as integers below 2^this
+    arithmetic: int = 2  # 1: the first version of these rules; 2: layers fitted to one float32 sum (_IntLinear)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +77,9 @@ def _quantize_per_image(x: torch.Tensor, levels: int, per_channel: bool = False)
     """
     dims = tuple(range(2 if per_channel else 1, x.dim()))
     scale = x.abs().amax(dim=dims, keepdim=True).clamp_min(1e-30) / levels
-    return torch.round(x / scale).clamp_(-levels, levels), scale
+    # No clamp needed: with scale = fl(m/levels) for m = max|x| (a normal number), |x|/scale ≤ levels·(1 + 2^−23)
+    # before rounding, which rounds to at most levels for levels ≤ 2^20.
+    return torch.round(x / scale), scale
 
 
 class _IntLinear:
@@ -81,19 +93,46 @@ class _IntLinear:
         elif w.dim() == 3:
             w = w[..., None]
         peak = w.abs().amax(dim=(1, 2, 3), keepdim=True)
-        self.w_scale = torch.where(peak > 0, peak / spec.weight_max, torch.ones_like(peak)).reshape(1, -1, 1, 1)
-        w_int = torch.round(w / self.w_scale.reshape(-1, 1, 1, 1)).clamp(-spec.weight_max, spec.weight_max)
+        taps = w.shape[2] * w.shape[3]
+        self.act_max = min(spec.input_act_max, (_EXACT_F32 - 1) // (taps * spec.weight_max)) if input_layer else spec.act_max
+        # An output channel's partial sums are bounded by act_max · Σ|w_int| over its inputs.  A layer gets
+        # the finest weights (at most weight_max levels) for which that bound is below 2^24, so that one
+        # float32 convolution sums it exactly; below weight_max / 2 it keeps weight_max and is split by
+        # input channels instead.  Everything here is exact or correctly rounded: the same on every machine.
+        weight_max = spec.weight_max
+        while True:
+            w_scale = torch.where(peak > 0, peak / weight_max, torch.ones_like(peak))
+            w_int = torch.round(w / w_scale).clamp(-weight_max, weight_max)
+            l1 = int(w_int.abs().sum(dim=(1, 2, 3)).max()) * self.act_max
+            if input_layer or spec.arithmetic < 2 or l1 < _EXACT_F32 or 2 * weight_max <= spec.weight_max:
+                break
+            weight_max = max(spec.weight_max // 2, min(weight_max - 1, (weight_max * (_EXACT_F32 - 1)) // l1))
+        if l1 >= _EXACT_F32 and 2 * weight_max <= spec.weight_max:  # too coarse: back to weight_max, split
+            weight_max = spec.weight_max
+            w_scale = torch.where(peak > 0, peak / weight_max, torch.ones_like(peak))
+            w_int = torch.round(w / w_scale).clamp(-weight_max, weight_max)
+        self.weight_max = weight_max
+        self.w_scale = w_scale.reshape(1, -1, 1, 1)
         self.bias = (bias.detach().double() if bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)).reshape(1, -1, 1, 1)
         # An input layer sees features of unlike ranges (pixels, masks, sines, log σ): each channel gets its
         # own scale and finer levels, and its products are summed on their own.
         self.per_channel = input_layer
-        taps = w.shape[2] * w.shape[3]
-        self.act_max = min(spec.input_act_max, (_EXACT_F32 - 1) // (taps * spec.weight_max)) if input_layer else spec.act_max
-        per_channel = taps * self.act_max * spec.weight_max
-        if per_channel >= _EXACT_F32:
+        if taps * self.act_max * weight_max >= _EXACT_F32:
             raise ValueError("one input channel's products would not sum exactly in float32")
-        group = 1 if input_layer else (_EXACT_F32 - 1) // per_channel  # input channels whose products sum exactly in float32
-        self.groups = [(c, min(c + group, w.shape[1])) for c in range(0, w.shape[1], group)]
+        if input_layer:
+            self.groups = [(c, c + 1) for c in range(w.shape[1])]
+        elif spec.arithmetic < 2:
+            group = (_EXACT_F32 - 1) // (taps * self.act_max * weight_max)  # worst case of any weights
+            self.groups = [(c, min(c + group, w.shape[1])) for c in range(0, w.shape[1], group)]
+        else:  # consecutive input channels while every output channel's bound stays below 2^24
+            per_in = w_int.abs().sum(dim=(2, 3)) * self.act_max  # (out, in), exact integers
+            self.groups, start, acc = [], 0, torch.zeros(w.shape[0], dtype=torch.float64)
+            for c in range(w.shape[1]):
+                if bool(((acc + per_in[:, c]) >= _EXACT_F32).any()):
+                    self.groups.append((start, c))
+                    start, acc = c, torch.zeros_like(acc)
+                acc = acc + per_in[:, c]
+            self.groups.append((start, w.shape[1]))
         self.w_int = [w_int[:, a:b].float().contiguous() for a, b in self.groups]
         self.stride, self.padding = stride, padding
         # One part, one scale: the float32 accumulator holds the exact sum, scaled in float32.
@@ -125,19 +164,21 @@ class _IntLinear:
 
 
 class _Table:
-    """An elementwise function as a table on a grid (exact lookups), identity or 0 beyond its range."""
+    """An elementwise function as a table on a grid (exact lookups) over [−range, top]; beyond ``top`` the
+    identity (``tail_identity``) or the table's last value, below −range its first."""
 
-    def __init__(self, fn, spec: IntSpec, tail_identity: bool = True):
+    def __init__(self, fn, spec: IntSpec, tail_identity: bool = True, top: float | None = None):
         self.step_inv = float(2**spec.table_step_log2)
         self.half = int(spec.table_range * self.step_inv)
-        grid = torch.arange(-self.half, self.half + 1, dtype=torch.float64) / self.step_inv
+        self.last = int((spec.table_range if top is None else top) * self.step_inv) + self.half  # the last index
+        grid = (torch.arange(self.last + 1, dtype=torch.float64) - self.half) / self.step_inv
         self.values = fn(grid).float()
-        self.range = float(spec.table_range)
+        self.range = float(spec.table_range if top is None else top)
         self.tail_identity = tail_identity
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # Index of the nearest grid point, offset to start at 0 (x·2^k is exact; the add and round are IEEE).
-        idx = torch.round(x * self.step_inv + self.half).clamp_(0, 2 * self.half).long()
+        idx = torch.round(x * self.step_inv + self.half).clamp_(0, self.last).long()
         out = torch.take(self.values, idx)  # a gather: twice as fast as indexing here
         if self.tail_identity:
             out = torch.where(x > self.range, x, out)
@@ -151,25 +192,47 @@ class _IntGroupNorm:
         self.weight = norm.weight.detach().float().reshape(1, -1, 1, 1)
         self.bias = norm.bias.detach().float().reshape(1, -1, 1, 1)
         self.levels = 2**spec.norm_levels_log2
+        self.arithmetic = spec.arithmetic
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def affine(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b), float32 (B, C, 1, 1), with the normalised x = x·a + b."""
         b, c = x.shape[:2]
         q, scale = _quantize_per_image(x, self.levels)
-        q = q.to(torch.int64).reshape(b, self.groups, -1)
-        n = q.shape[-1]
-        s1 = q.sum(dim=-1).double()  # int64 sums: exact in any order
-        s2 = (q * q).sum(dim=-1).double()  # below 2^53 for the group sizes of these networks
+        n = q[0, 0].numel() * (c // self.groups)
+        if self.arithmetic >= 2 and n * self.levels**2 < 2**53:
+            # float64 sums of integers below 2^53 are exact in any order; the sum of squares as a dot product.
+            q = q.double().reshape(b * self.groups, 1, n)
+            s1 = q.sum(dim=-1).reshape(b, self.groups)
+            s2 = torch.bmm(q, q.transpose(1, 2)).reshape(b, self.groups)
+        else:
+            q = q.to(torch.int64).reshape(b, self.groups, -1)
+            s1 = q.sum(dim=-1).double()  # int64 sums: exact in any order
+            s2 = (q * q).sum(dim=-1).double()  # below 2^53 for the group sizes of these networks
         mean_q = s1 / n
         var_q = (s2 / n - mean_q * mean_q).clamp_min(0.0)
         scale = scale.reshape(b, 1).double()
         mean = mean_q * scale
         inv = 1.0 / torch.sqrt(var_q * (scale * scale) + self.eps)
-        per_channel = c // self.groups
-        mean = mean.repeat_interleave(per_channel, dim=1).reshape(b, c, 1, 1).float()
-        inv = inv.repeat_interleave(per_channel, dim=1).reshape(b, c, 1, 1).float()
+        # Both to float32, one value a channel: one repeat for the two (the same values as two repeats).
+        mean, inv = torch.stack([mean, inv]).float().repeat_interleave(c // self.groups, dim=2).reshape(2, b, c, 1, 1)
         # (x − mean)·inv·γ + β as x·a + (β − mean·a): two passes over the activations instead of four.
         a = inv * self.weight
-        return x * a + (self.bias - mean * a)
+        return a, self.bias - mean * a
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.affine(x)
+        return x * a + b
+
+    def then(self, table: "_Table", x: torch.Tensor) -> torch.Tensor:
+        """table(normalised x) with the table's index computed from x directly: round(x·(a·2^k) + (b·2^k + half)),
+        one multiply and one add (each rounded once) instead of four passes."""
+        a, b = self.affine(x)
+        if self.arithmetic < 2:
+            return table(x * a + b)
+        a = a * table.step_inv  # exact: a power of two
+        b = b * table.step_inv + table.half
+        idx = torch.round(x * a + b).clamp_(0, table.last).long()
+        return torch.take(table.values, idx)
 
 
 class _IntResBlock:
@@ -181,11 +244,15 @@ class _IntResBlock:
         self.conv2 = _IntLinear(block.conv2.weight, block.conv2.bias, spec, padding=1)
         self.skip = _IntLinear(block.skip.weight, block.skip.bias, spec) if isinstance(block.skip, torch.nn.Conv2d) else None
         self.silu = silu
+        self._emb_cache: dict[int, torch.Tensor] = {}
 
-    def __call__(self, x: torch.Tensor, emb_silu: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(self.silu(self.norm1(x)))
-        h = h + self.emb(emb_silu)[:, :, None, None]
-        h = self.conv2(self.silu(self.norm2(h)))
+    def __call__(self, x: torch.Tensor, emb_silu: torch.Tensor, t: int) -> torch.Tensor:
+        """``emb_silu``: (1, 4·ch), the same for every image (each image is quantized on its own, so one row is every row's)."""
+        if t not in self._emb_cache:
+            self._emb_cache[t] = self.emb(emb_silu)[:, :, None, None]
+        h = self.conv1(self.norm1.then(self.silu, x))
+        h = h + self._emb_cache[t]
+        h = self.conv2(self.norm2.then(self.silu, h))
         return (self.skip(x) if self.skip is not None else x) + h
 
 
@@ -231,7 +298,9 @@ class IntUNet:
         self.config = net.config
         self.spec = spec
         c = net.config
-        self.silu = _Table(exactmath.silu, spec)
+        # SiLU after GroupNorm only: its table reaches 256, beyond what a GroupNorm of a 32×32 tile can give
+        # (√n·|γ| + |β| < 160 for these networks), and is clamped there.
+        self.silu = _Table(exactmath.silu, spec, tail_identity=spec.arithmetic < 2, top=256.0 if spec.arithmetic >= 2 else None)
         self.time1 = _IntLinear(net.time_mlp[0].weight, net.time_mlp[0].bias, spec)
         self.time2 = _IntLinear(net.time_mlp[2].weight, net.time_mlp[2].bias, spec)
         self.input_conv = _IntLinear(net.input_conv.weight, net.input_conv.bias, spec, padding=1, input_layer=True)
@@ -284,20 +353,21 @@ class IntUNet:
         steps = set(int(v) for v in t)
         if len(steps) != 1:
             raise ValueError("IntUNet takes one timestep per call")
-        emb = self._time_embedding(steps.pop()).expand(len(x), -1)
+        step = steps.pop()
+        emb = self._time_embedding(step)
         h = self.input_conv(self._features(x.float()))
         hs = [h]
         for block in self.down:
             for layer in block:
-                h = layer(h, emb) if isinstance(layer, _IntResBlock) else layer(h)
+                h = layer(h, emb, step) if isinstance(layer, _IntResBlock) else layer(h)
             hs.append(h)
         for layer in self.mid:
-            h = layer(h, emb) if isinstance(layer, _IntResBlock) else layer(h)
+            h = layer(h, emb, step) if isinstance(layer, _IntResBlock) else layer(h)
         for block in self.up:
             h = torch.cat([h, hs.pop()], dim=1)
             for layer in block:
-                h = layer(h, emb) if isinstance(layer, _IntResBlock) else layer(h)
-        return self.out_conv(self.silu(self.out_norm(h)))
+                h = layer(h, emb, step) if isinstance(layer, _IntResBlock) else layer(h)
+        return self.out_conv(self.out_norm.then(self.silu, h))
 
 
 class IntContextNet:

@@ -69,7 +69,7 @@ def test_int_unet_one_timestep_per_call(unet):
 
 def test_int_linear_equals_float64_reference():
     g = torch.Generator().manual_seed(3)
-    spec = IntSpec(act_max=127, weight_max=127)
+    spec = IntSpec(act_max=127, weight_max=127, arithmetic=1)
     weight, bias = torch.randn(40, 300, 3, 3, generator=g), torch.randn(40, generator=g)
     layer = _IntLinear(weight, bias, spec, padding=1)
     assert len(layer.groups) > 1  # 300·9 products of 127·127 exceed 2^24: the sum is split
@@ -81,6 +81,48 @@ def test_int_linear_equals_float64_reference():
     reference = F.conv2d(q.double(), w_int, padding=1) * (scale.double() * layer.w_scale) + layer.bias
     assert torch.equal(layer(x), reference.float())
     assert float(q.abs().max()) <= 127 and float((w_int - w_int.round()).abs().max()) == 0
+
+
+def test_int_linear_groups_bounded_by_weights():
+    """Arithmetic 2: a layer's groups from its own weights' bound A·Σ|w_int| < 2^24, one group where it fits."""
+    g = torch.Generator().manual_seed(4)
+    for cin, wmax, act in ((300, 127, 127), (64, 1023, 127), (2000, 127, 127)):
+        weight, bias = torch.randn(40, cin, 3, 3, generator=g), torch.randn(40, generator=g)
+        layer = _IntLinear(weight, bias, IntSpec(act_max=act, weight_max=wmax), padding=1)
+        assert wmax // 2 <= layer.weight_max <= wmax
+        for (a, b), w in zip(layer.groups, layer.w_int):
+            assert float(w.abs().sum(dim=(1, 2, 3)).max()) * act < 2**24
+            assert float((w - w.round()).abs().max()) == 0 and float(w.abs().max()) <= layer.weight_max
+        x = torch.randn(2, cin, 8, 8, generator=g) * 3.0
+        q, scale = _quantize_per_image(x, act)
+        w_int = torch.cat(layer.w_int, dim=1).double()
+        exact = F.conv2d(q.double(), w_int, padding=1)  # the exact integer sums
+        if layer.simple:
+            reference = exact.float() * (scale * layer.w_scale32) + layer.bias32
+        else:
+            reference = (exact * (scale.double() * layer.w_scale) + layer.bias).float()
+        assert torch.equal(layer(x), reference)
+    assert layer.weight_max == 127 and len(layer.groups) > 1  # 2000 channels: split, not coarsened
+
+
+def test_group_norm_then_table():
+    """GroupNorm's statistics in float64 equal int64's; the fused SiLU equals its definition."""
+    from diffcodec.models.intnet import _IntGroupNorm, _Table
+    from diffcodec import exactmath
+    g = torch.Generator().manual_seed(5)
+    norm = torch.nn.GroupNorm(4, 16)
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(16, generator=g) + 0.5)
+        norm.bias.copy_(torch.randn(16, generator=g) * 0.1)
+    x = torch.randn(3, 16, 32, 32, generator=g) * 5.0
+    new, old = _IntGroupNorm(norm, IntSpec()), _IntGroupNorm(norm, IntSpec(arithmetic=1))
+    assert torch.equal(new(x), old(x))
+    table = _Table(exactmath.silu, IntSpec(), tail_identity=False, top=256.0)
+    a, b = new.affine(x)
+    idx = torch.round(x * (a * 256.0) + (b * 256.0 + table.half)).clamp(0, table.last).long()
+    assert torch.equal(new.then(table, x), table.values[idx])
+    ref = torch.nn.functional.silu(norm(x)).detach()
+    assert float((new.then(table, x) - ref).abs().max()) < 3e-3
 
 
 @torch.no_grad()
