@@ -1,58 +1,149 @@
-"""Format version 5 files are the same bits on every machine: encode and decode under other CPUs' kernels.
+"""Format version 5 decodes to the same pixels on every machine: committed files under other CPUs' kernels.
 
-Each case runs a fresh interpreter with torch, oneDNN and MKL limited to the kernels an AVX2-only or a
-baseline x86-64 CPU would use (tests/other_cpus.py; ../shared/notes/exactness.md), and with another
-thread count.  The model comes from a checkpoint file: random initialisation itself differs between
-kernel sets.
+tests/expected/portable/ holds a tiny model (tiny_model.pt: random initialisation itself differs between
+kernel sets, so the model travels as a file) and version-5 files made with it: the learned and the
+coarse-to-fine exact stage, an RGBA image (linear alpha plane), and an image of six tiles.  Each case
+decodes every one of them at every truncation point (lossy prefixes, partial points, the exact image;
+the first point also with the ``sample`` and ``flow`` previews)
+in a fresh interpreter whose torch, oneDNN, MKL or numpy kernels are limited to what another CPU would
+use (../shared/notes/exactness.md), or with another thread count or tile batch size, and the pixels
+must be identical to this process's; the complete decodes must be the original images.  A second
+test encodes under the same settings and compares the bytes.
+
+Regenerate the files only on purpose, after a deliberate format change (the digests in
+tests/expected/codec_v5.sha256 change with them):
+
+    python tests/test_portability.py --regenerate
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from diffcodec.codec import CodecConfig, decode, encode
-from diffcodec.models.checkpoint import context_entry, save_checkpoint
+from diffcodec.container import decode_file, encode_file, keep_points
+from diffcodec.models.checkpoint import context_entry, load_model, save_checkpoint
 
 from conftest import make_tiny_model, tiny_checkpoint_dict
-from other_cpus import OTHER_CPUS, run_digest
+from other_cpus import run_digest
 
-CONFIG = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_method="coarse", search_threads=1)
-IMAGE = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+FOLDER = Path(__file__).parent / "expected" / "portable"
+MODEL = FOLDER / "tiny_model.pt"
+FAST = dict(steps=3, max_candidate_bits=8, spacing="uniform", search_threads=1, points=99)
+# name: (height, width, mode, seed, exact method)
+CASES = {
+    "learned.dfc": (8, 8, "RGB", 0, "learned"),
+    "coarse.dfc": (8, 8, "RGB", 0, "coarse"),
+    "rgba.dfc": (5, 7, "RGBA", 1, "auto"),
+    "tiles.dfc": (40, 72, "RGB", 2, "learned"),  # 2 × 3 tiles of 32×32: batching matters
+}
+NO_AVX512 = "AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR"
+SETTINGS = {
+    "aten-default": {"ATEN_CPU_CAPABILITY": "default"},
+    "aten-avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
+    "onednn-sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
+    "onednn-avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "mkl-compatible": {"MKL_CBWR": "COMPATIBLE"},
+    "numpy-without-avx512": {"NPY_DISABLE_CPU_FEATURES": NO_AVX512},
+    "baseline-x86-64": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE",
+                        "NPY_DISABLE_CPU_FEATURES": NO_AVX512},
+    "one-thread": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+    "two-threads": {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
+    "tile-batch-1": {"DIFFCODEC_TEST_BATCH": "1"},
+}
+
+
+def image(h: int, w: int, mode: str, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, {"RGB": 3, "RGBA": 4}[mode]), dtype=np.uint8)
+
+
+def config(method: str) -> CodecConfig:
+    return CodecConfig(exact_method=method, **FAST)
+
+
+def decode_digest(folder: Path, batch_size: int = 64) -> str:
+    """SHA-256 over every case decoded at every truncation point (pixels and t), in a fixed order."""
+    model = load_model(folder / MODEL.name)
+    h = hashlib.sha256()
+    for name in CASES:
+        dfc = decode_file((folder / name).read_bytes())
+        for k in range(1, len(dfc.points) + 1):
+            result = decode(encode_file(keep_points(dfc, k)), model, batch_size=batch_size)
+            h.update(f"{name} {k} {result.t} {result.partial}".encode() + result.pixels.tobytes())
+        for how in ("sample", "flow"):  # the other previews of a lossy state
+            result = decode(encode_file(keep_points(dfc, 1)), model, reconstruct=how, seed=3, batch_size=batch_size)
+            h.update(f"{name} {how} {result.t}".encode() + result.pixels.tobytes())
+    return h.hexdigest()
+
+
+def encode_digest(folder: Path) -> str:
+    model = load_model(folder / MODEL.name)
+    h = hashlib.sha256()
+    for name, (height, width, mode, seed, method) in CASES.items():
+        h.update(encode(image(height, width, mode, seed), mode, model, config(method)).data)
+    return h.hexdigest()
+
 
 _SCRIPT = """
-import hashlib, numpy as np
-from diffcodec.codec import CodecConfig, decode, encode
-from diffcodec.models.checkpoint import load_model
-model = load_model({model!r})
-image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-config = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", exact_method="coarse", search_threads=1)
-data = encode(image, "RGB", model, config).data
-theirs = decode(open({stream!r}, "rb").read(), model)
-print(hashlib.sha256(data).hexdigest(), hashlib.sha256(theirs.pixels.tobytes()).hexdigest(), theirs.t)
+import os, sys
+sys.argv = ["x"]
+from pathlib import Path
+from test_portability import {function}
+print({function}(Path({folder!r}){batch}))
 """
 
 
+def _in_subprocess(function: str, env: dict[str, str]) -> str:
+    batch = f", batch_size={int(env['DIFFCODEC_TEST_BATCH'])}" if "DIFFCODEC_TEST_BATCH" in env else ""
+    return run_digest(_SCRIPT.format(function=function, folder=str(FOLDER), batch=batch), env)
+
+
 @pytest.fixture(scope="module")
-def native(tmp_path_factory):
-    """(checkpoint path, stream path, expected output line) from this process's own kernels."""
+def native() -> dict[str, str]:
+    """This process's digests; the complete decodes checked against the original images first."""
+    model = load_model(MODEL)
+    for name, (height, width, mode, seed, _) in CASES.items():
+        data = (FOLDER / name).read_bytes()
+        assert data[3] == 5
+        np.testing.assert_array_equal(decode(data, model).pixels, image(height, width, mode, seed), err_msg=name)
+    return {"decode": decode_digest(FOLDER), "encode": encode_digest(FOLDER)}
+
+
+def test_the_committed_files_are_what_the_encoder_writes(native):
+    """The files were written by this format: re-encoding the same images gives the same bytes."""
+    model = load_model(MODEL)
+    for name, (height, width, mode, seed, method) in CASES.items():
+        assert encode(image(height, width, mode, seed), mode, model, config(method)).data == (FOLDER / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_every_prefix_decodes_to_the_same_pixels(native, setting):
+    assert _in_subprocess("decode_digest", SETTINGS[setting]) == native["decode"]
+
+
+@pytest.mark.parametrize("setting", ["baseline-x86-64", "aten-avx2", "two-threads"])
+def test_the_encoder_writes_the_same_bytes(native, setting):
+    assert _in_subprocess("encode_digest", SETTINGS[setting]) == native["encode"]
+
+
+def regenerate() -> None:
+    FOLDER.mkdir(parents=True, exist_ok=True)
     model = make_tiny_model(seed=0, context=True, coarse=16)
-    folder = tmp_path_factory.mktemp("portable")
-    ckpt = {**tiny_checkpoint_dict(model), "context": context_entry(model.context), "coarse_context": context_entry(model.coarse)}
-    save_checkpoint(folder / "tiny.pt", ckpt)
-    data = encode(IMAGE, "RGB", model, CONFIG).data
-    assert data[3] == 5
-    (folder / "a.dfc").write_bytes(data)
-    decoded = decode(data, model)
-    assert np.array_equal(decoded.pixels, IMAGE)
-    line = f"{hashlib.sha256(data).hexdigest()} {hashlib.sha256(decoded.pixels.tobytes()).hexdigest()} 0"
-    return str(folder / "tiny.pt"), str(folder / "a.dfc"), line
+    save_checkpoint(MODEL, {**tiny_checkpoint_dict(model), "context": context_entry(model.context),
+                            "coarse_context": context_entry(model.coarse)})
+    model = load_model(MODEL)
+    for name, (height, width, mode, seed, method) in CASES.items():
+        (FOLDER / name).write_bytes(encode(image(height, width, mode, seed), mode, model, config(method)).data)
+    print(f"wrote {MODEL} and {len(CASES)} files in {FOLDER}")
 
 
-@pytest.mark.parametrize("cpu", [*sorted(OTHER_CPUS), "two-threads"])
-def test_same_file_and_same_decode_on_other_cpus(native, cpu):
-    model, stream, expected = native
-    env = OTHER_CPUS.get(cpu, {"OMP_NUM_THREADS": "2"})
-    assert run_digest(_SCRIPT.format(model=model, stream=stream), env) == expected
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--regenerate"]:
+        sys.exit("usage: python tests/test_portability.py --regenerate")
+    sys.path.insert(0, str(Path(__file__).parent))
+    regenerate()
