@@ -80,18 +80,24 @@ class ContextNet(nn.Module):
         ``bins`` and ``bin_known`` (coarse-to-fine networks only): the normalized bin centres, zero where
         ``bin_known`` is not set.
         """
-        b, _, h, w = xhat.shape
-        parts = [xhat, y, residual, known, coded, log_sigma.view(b, 1, 1, 1).expand(b, 1, h, w)]
-        if self.config.bin_width:
-            if bins is None or bin_known is None:
-                raise ValueError("a coarse-to-fine context network needs bins and bin_known")
-            parts += [bins, bin_known]
-        feats = torch.cat(parts, dim=1)
-        z = self.inp(feats)
+        z = self.inp(stack_inputs(self.config, xhat, y, residual, known, coded, log_sigma, bins, bin_known))
         for block in self.blocks:
             z = z + block(z)
         out = self.out(z)
         return out[:, :3], out[:, 3:]
+
+
+def stack_inputs(config: ContextNetConfig, xhat: torch.Tensor, y: torch.Tensor, residual: torch.Tensor, known: torch.Tensor,
+                 coded: torch.Tensor, log_sigma: torch.Tensor, bins: torch.Tensor | None = None,
+                 bin_known: torch.Tensor | None = None) -> torch.Tensor:
+    """The network's input channels in order (IN_CHANNELS, then BIN_CHANNELS for a coarse-to-fine network)."""
+    b, _, h, w = xhat.shape
+    parts = [xhat, y, residual, known, coded, log_sigma.view(b, 1, 1, 1).expand(b, 1, h, w)]
+    if config.bin_width:
+        if bins is None or bin_known is None:
+            raise ValueError("a coarse-to-fine context network needs bins and bin_known")
+        parts += [bins, bin_known]
+    return torch.cat(parts, dim=1)
 
 
 def widened(net: ContextNet, bin_width: int) -> ContextNet:

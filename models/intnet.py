@@ -46,7 +46,7 @@ from torch.nn import functional as F
 
 from diffcodec import exactmath
 
-from .context_net import ContextNet
+from .context_net import ContextNet, stack_inputs
 from .unet import AttentionBlock, DownsampleConv, ResBlock, UNet
 
 _EXACT_F32 = 2**24  # float32 holds every integer below this exactly
@@ -391,13 +391,7 @@ class IntContextNet:
                  coded: torch.Tensor, log_sigma: torch.Tensor, bins: torch.Tensor | None = None,
                  bin_known: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(δ, λ) as :meth:`ContextNet.forward`, float32, the same bits everywhere."""
-        b, _, h, w = xhat.shape
-        parts = [xhat, y, residual, known, coded, log_sigma.view(b, 1, 1, 1).expand(b, 1, h, w)]
-        if self.config.bin_width:
-            if bins is None or bin_known is None:
-                raise ValueError("a coarse-to-fine context network needs bins and bin_known")
-            parts += [bins, bin_known]
-        z = self.inp(torch.cat([p.float() for p in parts], dim=1))
+        z = self.inp(stack_inputs(self.config, xhat, y, residual, known, coded, log_sigma, bins, bin_known).float())
         for conv3, conv1 in self.blocks:
             z = z + conv1(self.gelu(conv3(self.gelu(z))))
         out = self.out(z)
