@@ -43,7 +43,10 @@ def main() -> None:
 
     model = load_model(args.model)
     config = CodecConfig(exact_method=args.exact_method, search_threads=args.search_threads)
-    identity = model.coarse_identity if args.exact_method == "coarse" else model.codec_identity
+    # The identity version-5 files carry: the float weights and the integer rules (IntSpec, arithmetic), so a
+    # cache made under other integer rules is refused instead of mixed in.
+    net = model.integer()
+    identity = net.coarse_identity if args.exact_method == "coarse" else net.codec_identity
     settings = {"exact_method": args.exact_method, "model": identity.hex()[:16]}
     files = list_images(args.data)[: args.limit]
     cache = Path(args.cache)
