@@ -76,10 +76,10 @@ def _quantize_per_image(x: torch.Tensor, levels: int, per_channel: bool = False)
     rounded.  An all-zero image gets a tiny scale and quantizes to zeros.
     """
     dims = tuple(range(2 if per_channel else 1, x.dim()))
-    scale = x.abs().amax(dim=dims, keepdim=True).clamp_min(1e-30) / levels
+    scale = x.abs().amax(dim=dims, keepdim=True).clamp_min_(1e-30).div_(levels)
     # No clamp needed: with scale = fl(m/levels) for m = max|x| (a normal number), |x|/scale ≤ levels·(1 + 2^−23)
     # before rounding, which rounds to at most levels for levels ≤ 2^20.
-    return torch.round(x / scale), scale
+    return torch.div(x, scale).round_(), scale
 
 
 class _IntLinear:
@@ -149,7 +149,8 @@ class _IntLinear:
         else:
             pad = self.padding
         if self.simple:
-            y = F.conv2d(q, self.w_int[0], stride=self.stride, padding=pad) * (scale * self.w_scale32) + self.bias32
+            # Two IEEE operations in this order (a product, then a sum), in place on the fresh convolution output.
+            y = F.conv2d(q, self.w_int[0], stride=self.stride, padding=pad).mul_(scale * self.w_scale32).add_(self.bias32)
             return y[:, :, 0, 0] if squeeze else y
         acc = None
         scale = scale.double()
@@ -175,14 +176,30 @@ class _Table:
         self.values = fn(grid).float()
         self.range = float(spec.table_range if top is None else top)
         self.tail_identity = tail_identity
+        self._half = torch.tensor(float(self.half))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        # Index of the nearest grid point, offset to start at 0 (x·2^k is exact; the add and round are IEEE).
-        idx = torch.round(x * self.step_inv + self.half).clamp_(0, self.last).long()
-        out = torch.take(self.values, idx)  # a gather: twice as fast as indexing here
-        if self.tail_identity:
+        # Index of the nearest grid point, offset to start at 0: half + x·2^k in one operation (x·2^k is exact, so
+        # with or without a fused multiply-add the sum is rounded once, as x·2^k + half would be); round, clamp: exact.
+        idx = torch.add(self._half, x, alpha=self.step_inv).round_().clamp_(0, self.last)
+        out = _lookup(self.values, idx)
+        if self.tail_identity and (x.device.type != "cpu" or bool(x.amax() > self.range)):  # a selection: exact
             out = torch.where(x > self.range, x, out)
         return out
+
+
+def _lookup(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """values[idx] for float32 ``idx`` holding integers in [0, len(values)) (any memory layout; the result has idx's).
+
+    A gather, exact; int32 indices and index_select are ~2x faster here than int64 and take.
+    """
+    i = idx.to(torch.int32)
+    if i.is_contiguous():
+        return values.index_select(0, i.view(-1)).view(i.shape)
+    if i.dim() == 4 and i.is_contiguous(memory_format=torch.channels_last):
+        p = i.permute(0, 2, 3, 1)  # memory order
+        return values.index_select(0, p.reshape(-1)).view(p.shape).permute(0, 3, 1, 2)
+    return values.index_select(0, i.reshape(-1)).view(i.shape)
 
 
 class _IntGroupNorm:
@@ -208,11 +225,14 @@ class _IntGroupNorm:
             q = q.to(torch.int64).reshape(b, self.groups, -1)
             s1 = q.sum(dim=-1).double()  # int64 sums: exact in any order
             s2 = (q * q).sum(dim=-1).double()  # below 2^53 for the group sizes of these networks
-        mean_q = s1 / n
-        var_q = (s2 / n - mean_q * mean_q).clamp_min(0.0)
+        # The same IEEE operations as (s1 / n, s2 / n − mean²)... one at a time, on both sums at once where they are alike.
+        m = torch.stack([s1, s2]).div_(n)
+        mean_q = m[0]
+        var_q = m[1].sub_(mean_q * mean_q).clamp_min_(0.0)
         scale = scale.reshape(b, 1).double()
         mean = mean_q * scale
-        inv = 1.0 / torch.sqrt(var_q * (scale * scale) + self.eps)
+        # 1 / √(var·scale² + ε): a product, a sum, a square root and a reciprocal (1 / v), each correctly rounded.
+        inv = var_q.mul_(scale * scale).add_(self.eps).sqrt_().reciprocal_()
         # Both to float32, one value a channel: one repeat for the two (the same values as two repeats).
         mean, inv = torch.stack([mean, inv]).float().repeat_interleave(c // self.groups, dim=2).reshape(2, b, c, 1, 1)
         # (x − mean)·inv·γ + β as x·a + (β − mean·a): two passes over the activations instead of four.
@@ -231,8 +251,8 @@ class _IntGroupNorm:
             return table(x * a + b)
         a = a * table.step_inv  # exact: a power of two
         b = b * table.step_inv + table.half
-        idx = torch.round(x * a + b).clamp_(0, table.last).long()
-        return torch.take(table.values, idx)
+        idx = (x * a).add_(b).round_().clamp_(0, table.last)  # a product, then a sum: two roundings, as x·a + b
+        return _lookup(table.values, idx)
 
 
 class _IntResBlock:
@@ -250,10 +270,9 @@ class _IntResBlock:
         """``emb_silu``: (1, 4·ch), the same for every image (each image is quantized on its own, so one row is every row's)."""
         if t not in self._emb_cache:
             self._emb_cache[t] = self.emb(emb_silu)[:, :, None, None]
-        h = self.conv1(self.norm1.then(self.silu, x))
-        h = h + self._emb_cache[t]
+        h = self.conv1(self.norm1.then(self.silu, x)).add_(self._emb_cache[t])  # in place on fresh outputs
         h = self.conv2(self.norm2.then(self.silu, h))
-        return (self.skip(x) if self.skip is not None else x) + h
+        return h.add_(self.skip(x) if self.skip is not None else x)  # IEEE addition commutes: the same as skip + h
 
 
 class _IntAttention:
@@ -393,6 +412,6 @@ class IntContextNet:
         """(δ, λ) as :meth:`ContextNet.forward`, float32, the same bits everywhere."""
         z = self.inp(stack_inputs(self.config, xhat, y, residual, known, coded, log_sigma, bins, bin_known).float())
         for conv3, conv1 in self.blocks:
-            z = z + conv1(self.gelu(conv3(self.gelu(z))))
+            z = conv1(self.gelu(conv3(self.gelu(z)))).add_(z)  # IEEE addition commutes: z + block(z)
         out = self.out(z)
         return out[:, :3], out[:, 3:]
