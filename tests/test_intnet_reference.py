@@ -3,19 +3,20 @@
 tests/intnet_reference.py computes every sum the fast path does in float32 or float64 as an int64 sum and
 repeats every rounded operation in the same precision and order, so any disagreement is either a sum the
 fast path does not compute exactly or an operation it does differently from its rules (issue 17's
-acceptance: random weights and inputs).
+acceptance: random weights and inputs, and the shipped models on one image).
 """
 
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from diffcodec import exactmath
-from diffcodec.models.checkpoint import CONTEXT_INT_SPEC, UNET_INT_SPEC
+from diffcodec.models.checkpoint import CONTEXT_INT_SPEC, UNET_INT_SPEC, load_model
 from diffcodec.models.context_net import ContextNet, ContextNetConfig, coarse_stage_masks, stage_masks
 from diffcodec.models.intnet import IntContextNet, IntSpec, IntUNet, _IntLinear
 from diffcodec.models.unet import UNet, UNetConfig
@@ -23,6 +24,8 @@ from diffcodec.models.unet import UNet, UNetConfig
 import intnet_reference as ref
 from test_intnet import TINY, _inputs, _randomized
 
+IMAGES = [Path(__file__).resolve().parents[1] / "examples" / "images" / "cifar10-test-00000.png",
+          Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-test-png" / "00000.png"]
 # DDPM's options (models/convert.py) and two heads; an odd width (its embedding padded), two blocks a level and
 # GroupNorm groups of 9 channels at 32×32 (n·2^40 ≥ 2^53: the fast path's int64 statistics).
 DDPM_STYLE = UNetConfig(base_channels=16, channel_mult=(1, 2), attention_resolutions=(16,), fourier_features=(7, 8),
@@ -226,3 +229,77 @@ def test_one_unit_in_one_weight_is_seen():
     reference.mid[0].conv1.w_int[0, 0, 1, 1] += 1
     with pytest.raises(pytest.fail.Exception, match="values differ"):
         assert_same_bits(out, reference(x, 400), "one weight off by one")
+
+
+# --------------------------------------------------------------------------- the shipped models on one image
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    try:
+        model = load_model(None)
+    except Exception as e:  # noqa: BLE001 - a missing or unreadable checkpoint: nothing to compare
+        pytest.skip(f"the shipped model does not load: {e}")
+    image = next((p for p in IMAGES if p.exists()), None)
+    if image is None:
+        pytest.skip("no test image")
+    from diffcodec.images import load_image
+
+    x0 = load_image(image).pixels[:32, :32, :3].transpose(2, 0, 1)[None].astype(np.float64) / 127.5 - 1.0
+    return model, model.integer(), x0
+
+
+def _noisy(model, x0: np.ndarray, t: int) -> tuple[np.ndarray, float]:
+    abar = float(model.diffusion.alphas_cumprod[t])
+    noise = np.random.default_rng(t).standard_normal(x0.shape)
+    return (np.sqrt(abar) * x0 + np.sqrt(1.0 - abar) * noise).astype(np.float32), abar
+
+
+def test_shipped_unet_same_bits_as_reference(shipped):
+    model, integer, x0 = shipped
+    reference = ref.UNetReference(ref.unet_params(model.net), UNET_INT_SPEC)
+    assert_same_integer_weights(integer.net, reference)
+    fast = [("model.integer()", integer.net)] + fast_nets(IntUNet, model.net, UNET_INT_SPEC)[1:]
+    for t in (10, 300, 999):
+        x, _ = _noisy(integer, x0, t)
+        expected = reference(x, t)
+        for backend, f in fast:
+            assert_same_bits(f(torch.from_numpy(x), torch.tensor([t])), expected, f"shipped U-Net ({backend}) at t={t}")
+
+
+def test_shipped_context_nets_same_bits_as_reference(shipped):
+    """One call of each exact-stage network as the codec makes it: one stage, inputs from the U-Net at t = 10."""
+    model, integer, x0 = shipped
+    nets = [(name, getattr(model, name), getattr(integer, name)) for name in ("context", "coarse")]
+    nets = [n for n in nets if n[1] is not None]
+    if not nets:
+        pytest.skip("the shipped model has no context network")
+    t = 10
+    x, abar = _noisy(integer, x0, t)
+    eps = integer(torch.from_numpy(x), torch.tensor([t]))[0].numpy().astype(np.float64)
+    xhat = np.clip((x - np.sqrt(1.0 - abar) * eps) / np.sqrt(abar), -1.0, 1.0)
+    y = x / np.sqrt(abar)
+    sigma = np.sqrt((1.0 - abar) / abar)
+    log_sigma = exactmath.numpy_float64(exactmath.log, np.array([sigma])).astype(np.float32)
+    mu = (xhat + 1.0) * 127.5
+    pixels = np.rint((x0 + 1.0) * 127.5)
+    residual = (pixels - mu) / (sigma * 127.5)
+    for name, float_net, fast in nets:
+        reference = ref.ContextNetReference(ref.context_params(float_net), CONTEXT_INT_SPEC)
+        assert_same_integer_weights(fast, reference)
+        h, w = x0.shape[2:]
+        if float_net.config.bin_width:
+            bw = float_net.config.bin_width
+            known, bin_known, coded = (m.numpy()[None] for m in coarse_stage_masks(h, w)[8])
+            centres = (bw * np.floor(pixels / bw) + (bw - 1) / 2.0 - mu) / (sigma * 127.5)
+            extra = [(centres * bin_known).astype(np.float32), bin_known]
+        else:
+            known, coded = (m.numpy()[None] for m in stage_masks(h, w)[4])
+            extra = []
+        inputs = [xhat.astype(np.float32), y.astype(np.float32), (residual * known).astype(np.float32), known, coded,
+                  log_sigma] + extra
+        expected = reference(*inputs)
+        for backend, f in [("model.integer()", fast)] + fast_nets(IntContextNet, float_net, CONTEXT_INT_SPEC)[1:]:
+            outputs = f(*(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs))
+            for out, o, e in zip(("delta", "lambda"), outputs, expected):
+                assert_same_bits(o, e, f"shipped {name} network ({backend}) {out}")
