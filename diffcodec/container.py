@@ -37,44 +37,19 @@ from typing import Any
 
 import numpy as np
 
-from .diffusion import SPACINGS, spaced_timesteps
 from .errors import DiffcodecError
+from .format import (FLAG_COARSE_TO_FINE, FLAG_PARTIAL_POINTS, HEADER_CHECK_INIT, MAGIC, MAX_CHUNK_BITS, MAX_END_WORD,
+                     MAX_SCHEDULE_STEPS, MAX_SIDE, MAX_STEPS, MAX_SUBPIXELS, MAX_THREADS, MAX_VARINT_BYTES, MIN_POINT_BYTES,
+                     MODEL_ID_BYTES, MODES, READABLE_VERSIONS, SPACINGS, VERSION, known_flags, model_id_bytes)
+from .profile import StreamProfile
+from .timeline import Timeline
 
-MAGIC = b"DFC"
-VERSION = 5  # what this diffcodec writes
-READABLE_VERSIONS = (1, 2, 3, 4, 5)  # same layout but for model_id's length; the payload's meaning differs (docs/format.md "Versions")
-# Flag bits (must-understand: a file with a bit its reader does not know is refused).  Versions 1–3 define none.
-FLAG_PARTIAL_POINTS = 1  # version 4: the table has points inside the exact stage (rows at t = 0 carry a count)
-# Version 4: the learned exact stage is coarse-to-fine (bins first, then values inside them), with the
-# model's coarse-to-fine network; the model id names that network too (DiffusionModel.coarse_identity).
-FLAG_COARSE_TO_FINE = 2
-
-
-def known_flags(version: int) -> int:
-    """The flag bits a file of ``version`` may set."""
-    return FLAG_PARTIAL_POINTS | FLAG_COARSE_TO_FINE if version >= 4 else 0
-MODES = ("L", "RGB", "RGBA")  # stored as 0, 1, 2 in the top two bits of the mode byte
-MODEL_ID_BYTES = 4  # version 4; versions 1–3 store 8 (model_id_bytes)
-MAX_SIDE = 65535
-MAX_STEPS = 4000
-MAX_CHUNK_BITS = 63  # the low six bits of the mode byte
-MAX_THREADS = 255
-MAX_SCHEDULE_STEPS = 100_000
-MAX_END_WORD = 2**63 - 1
-MAX_SUBPIXELS = 4 * MAX_SIDE * MAX_SIDE
-
-_MAX_VARINT_BYTES = 10  # enough for any 64-bit value
-_MIN_POINT_BYTES = 4  # dt and dw varints of one byte each, then the 2-byte check
-_HEADER_CHECK_INIT = 0xFFFF  # CRC-16/CCITT-FALSE via binascii.crc_hqx
-
-
-def model_id_bytes(version: int) -> int:
-    """Bytes of model identity a file of ``version`` stores: 8 before version 4, then 4.
-
-    Four bytes tell models apart (a wrong model is also caught by the per-point checks) and save 4
-    bytes of every file, ~0.2% of a 32×32 one.
-    """
-    return 8 if version < 4 else MODEL_ID_BYTES
+__all__ = [  # the format's constants, re-exported for the code that has always imported them from here
+    "FLAG_COARSE_TO_FINE", "FLAG_PARTIAL_POINTS", "MAGIC", "MAX_SIDE", "MAX_STEPS", "MODEL_ID_BYTES", "MODES",
+    "READABLE_VERSIONS", "VERSION", "known_flags", "model_id_bytes",
+    "DfcFile", "DfcFormatError", "StreamHeader", "TruncationPoint", "chain_position", "decode_file", "describe",
+    "encode_file", "fit_bytes", "head_size", "keep_points", "paper_timestep", "stream_position", "truncate",
+]
 
 
 class DfcFormatError(DiffcodecError):
@@ -128,6 +103,16 @@ class StreamHeader:
         if flags & ~known_flags(self.version):
             raise DfcFormatError(f"flags {flags:#x} use bits .dfc version {self.version} does not define")
         object.__setattr__(self, "flags", flags)
+
+    @property
+    def profile(self) -> StreamProfile:
+        """What this file's version and flags mean for its stream (diffcodec/profile.py)."""
+        return StreamProfile.of(self)
+
+    @property
+    def timeline(self) -> Timeline:
+        """The chain this file codes: its steps, chain positions and paper timesteps (diffcodec/timeline.py)."""
+        return Timeline.of(self)
 
 
 @dataclass(frozen=True)
@@ -195,7 +180,7 @@ class DfcFile:
         lossy_tail = [p.t for p in points if p.t != 0]
         if lossy_tail and min(lossy_tail) < self.header.exact_from:
             raise DfcFormatError(f"a lossy point has t={min(lossy_tail)} below exact_from={self.header.exact_from}")
-        if any(p.partial for p in points) and not self.header.flags & FLAG_PARTIAL_POINTS:
+        if any(p.partial for p in points) and not self.header.profile.partial_points:
             raise DfcFormatError("partial points need the header flag FLAG_PARTIAL_POINTS")
         for prev, cur in zip(points, points[1:]):
             if prev.exact:
@@ -275,7 +260,7 @@ def _point_entries(h: StreamHeader, points: tuple[TruncationPoint, ...]) -> list
     With FLAG_PARTIAL_POINTS a row at t = 0 also stores the subpixel count's increase (0: the exact
     image), and a row after a t = 0 row stores no t gap (t stays 0).
     """
-    partial_rows = bool(h.flags & FLAG_PARTIAL_POINTS)
+    partial_rows = h.profile.partial_points
     rows = []
     prev_t, prev_end, prev_sub = h.num_steps + 1, 0, 0
     for p in points:
@@ -295,7 +280,7 @@ def _head(h: StreamHeader, points: tuple[TruncationPoint, ...], image_crc32: int
     out += b"".join(_point_entries(h, points))
     if image_crc32 is not None:
         out += image_crc32.to_bytes(4, "little")
-    out += binascii.crc_hqx(out, _HEADER_CHECK_INIT).to_bytes(2, "little")
+    out += binascii.crc_hqx(out, HEADER_CHECK_INIT).to_bytes(2, "little")
     return bytes(out)
 
 
@@ -330,14 +315,14 @@ class _Reader:
 
     def varint(self, what: str) -> int:
         value = 0
-        for i in range(_MAX_VARINT_BYTES):
+        for i in range(MAX_VARINT_BYTES):
             b = self.uint(1, what)
             value |= (b & 0x7F) << (7 * i)
             if b < 0x80:
                 if b == 0 and i > 0:
                     raise DfcFormatError(f"corrupt .dfc {what}: over-long number at byte {self.pos - 1}")
                 return value
-        raise DfcFormatError(f"corrupt .dfc {what}: number longer than {_MAX_VARINT_BYTES} bytes")
+        raise DfcFormatError(f"corrupt .dfc {what}: number longer than {MAX_VARINT_BYTES} bytes")
 
 
 def decode_file(data: bytes) -> DfcFile:
@@ -369,9 +354,9 @@ def decode_file(data: bytes) -> DfcFile:
     mode_byte, threads = r.uint(1, "header"), r.uint(1, "header")
     num_steps, schedule_steps, exact_gap, spacing, flags = (r.varint("header") for _ in range(5))
     count = r.varint("point table")
-    if count * _MIN_POINT_BYTES > len(data) - r.pos:
+    if count * MIN_POINT_BYTES > len(data) - r.pos:
         raise DfcFormatError(f"file ends inside the .dfc point table of {count} points (cut or corrupt)")
-    partial_rows = bool(flags & FLAG_PARTIAL_POINTS) and version >= 4
+    partial_rows = StreamProfile(version, flags).partial_points
     rows, t, end, sub = [], num_steps + 1, 0, 0
     for _ in range(count):
         if not (partial_rows and t == 0):
@@ -385,7 +370,7 @@ def decode_file(data: bytes) -> DfcFile:
         rows.append((t, end, r.uint(2, "point table"), row_sub))
     image_crc32 = r.uint(4, "header") if rows and rows[-1][0] == 0 and rows[-1][3] == 0 else None
     covered = r.pos
-    if r.uint(2, "header") != binascii.crc_hqx(data[:covered], _HEADER_CHECK_INIT):
+    if r.uint(2, "header") != binascii.crc_hqx(data[:covered], HEADER_CHECK_INIT):
         raise DfcFormatError("corrupt .dfc file: header check failed")
 
     try:
@@ -446,10 +431,8 @@ def fit_bytes(f: DfcFile, max_bytes: int) -> DfcFile | None:
 
 
 def paper_timestep(h: StreamHeader, chain_t: int) -> int:
-    """The paper's t (0..T) of the state at chain position ``chain_t`` (0..S) of a stream."""
-    if chain_t == 0:
-        return 0
-    return spaced_timesteps(h.schedule_steps, h.num_steps, h.spacing)[chain_t - 1] + 1
+    """The paper's t (0..T) of the state at chain position ``chain_t`` (0..S) of a stream (``Timeline.paper_t``)."""
+    return h.timeline.paper_t(chain_t)
 
 
 def stream_position(t: int, partial: float | None) -> tuple[int, float]:
@@ -458,9 +441,9 @@ def stream_position(t: int, partial: float | None) -> tuple[int, float]:
 
 
 def chain_position(h: StreamHeader, t: int) -> int:
-    """The smallest chain position whose paper t is at least ``t`` (S if none): where --stop-at-t t stops."""
-    kept = spaced_timesteps(h.schedule_steps, h.num_steps, h.spacing)
-    return next((i + 1 for i, k in enumerate(kept) if k + 1 >= t), len(kept)) if t > 0 else 0
+    """The smallest chain position whose paper t is at least ``t`` (S if none): where --stop-at-t t stops
+    (``Timeline.position_at_or_above``)."""
+    return h.timeline.position_at_or_above(t)
 
 
 def describe(f: DfcFile) -> dict[str, Any]:
@@ -470,13 +453,14 @@ def describe(f: DfcFile) -> dict[str, Any]:
     produces; ``total_bytes`` is the size of ``encode_file(f)``.
     """
     h = f.header
+    timeline, profile = h.timeline, h.profile
     fixed = len(_header_fields(h)) + 2  # + header check
     table = 0
     points = []
     for k, (p, row) in enumerate(zip(f.points, _point_entries(h, f.points)), start=1):
         table += len(row)
         size = fixed + len(_varint(k)) + table + (4 if p.exact else 0) + 4 * p.end_word
-        entry = {"t": paper_timestep(h, p.t), "chain_t": p.t, "bytes": size}
+        entry = {"t": timeline.paper_t(p.t), "chain_t": p.t, "bytes": size}
         if p.partial:
             entry["subpixels"] = p.subpixels  # the exact stage's symbols decoded, in its coding order
         points.append(entry)
@@ -488,15 +472,15 @@ def describe(f: DfcFile) -> dict[str, Any]:
         "model_id": h.model_id.hex(),
         "num_steps": h.num_steps,
         "schedule_steps": h.schedule_steps,
-        "exact_from_t": paper_timestep(h, h.exact_from),
+        "exact_from_t": timeline.paper_t(h.exact_from),
         "spacing": h.spacing,
         "chunk_bits": h.chunk_bits,
         "threads": h.threads,
         "flags": h.flags,
-        "coarse_to_fine": bool(h.flags & FLAG_COARSE_TO_FINE),
+        "coarse_to_fine": profile.coarse_to_fine,
         # symbols of the exact stage (a partial point counts a prefix of them): a subpixel each, plus each colour
         # subpixel's bin in a coarse-to-fine file
-        "exact_symbols": h.width * h.height * (len(h.mode) + (3 if h.flags & FLAG_COARSE_TO_FINE else 0)),
+        "exact_symbols": profile.exact_symbols(h),
         "points": points,
         "complete": f.complete,
         "cut": f.cut,

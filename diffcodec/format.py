@@ -1,0 +1,125 @@
+"""The constants of the .dfc format, section by section as docs/format.md describes them.
+
+Every number a file's bytes depend on and that is not computed from the image or the model lives here,
+so that the format's definition and this module can be read side by side.  Code elsewhere imports them
+from here (``container``, ``exact``, ``stream`` and ``codec`` re-export the names older code used).
+Changing any value is a format change: a new version (docs/format.md, "Versioning policy").
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+# ---- Byte layout ------------------------------------------------------------------------------
+
+MAGIC = b"DFC"
+VERSION = 5  # what this diffcodec writes
+READABLE_VERSIONS = (1, 2, 3, 4, 5)  # same layout but for model_id's length; the payload's meaning differs ("Versions")
+MODEL_ID_BYTES = 4  # versions 4 and 5; versions 1–3 store 8 (model_id_bytes)
+MODES = ("L", "RGB", "RGBA")  # stored as 0, 1, 2 in the top two bits of the mode byte
+SPACINGS = ("uniform", "quad")  # the spacing field's codes 0 and 1 (diffcodec.diffusion.spaced_timesteps)
+MAX_SIDE = 65535
+MAX_STEPS = 4000
+MAX_CHUNK_BITS = 63  # the low six bits of the mode byte
+MAX_THREADS = 255
+MAX_SCHEDULE_STEPS = 100_000
+MAX_END_WORD = 2**63 - 1
+MAX_SUBPIXELS = 4 * MAX_SIDE * MAX_SIDE
+MAX_VARINT_BYTES = 10  # enough for any 64-bit value
+MIN_POINT_BYTES = 4  # a point row's dt and dw varints of one byte each, then the 2-byte check
+
+# Flag bits (must-understand: a file with a bit its reader does not know is refused).  Versions 1–3 define none.
+FLAG_PARTIAL_POINTS = 1  # version 4: the table has points inside the exact stage (rows at t = 0 carry a count)
+# Version 4: the learned exact stage is coarse-to-fine (bins first, then values inside them), with the
+# model's coarse-to-fine network; the model id names that network too (DiffusionModel.coarse_identity).
+FLAG_COARSE_TO_FINE = 2
+
+
+def model_id_bytes(version: int) -> int:
+    """Bytes of model identity a file of ``version`` stores: 8 before version 4, then 4.
+
+    Four bytes tell models apart (a wrong model is also caught by the per-point checks) and save 4
+    bytes of every file, ~0.2% of a 32×32 one.
+    """
+    return 8 if version < 4 else MODEL_ID_BYTES
+
+
+def known_flags(version: int) -> int:
+    """The flag bits a file of ``version`` may set."""
+    return FLAG_PARTIAL_POINTS | FLAG_COARSE_TO_FINE if version >= 4 else 0
+
+
+# ---- What the checks protect ------------------------------------------------------------------
+
+HEADER_CHECK_INIT = 0xFFFF  # CRC-16/CCITT-FALSE via binascii.crc_hqx, over magic through image_crc32
+STATE_CHECK_INIT = 0xFFFF  # a point's check: crc_hqx over the payload prefix, then over the decoder's state
+
+# ---- The chain steps (docs/codec.md, "Stream order" and "Channel simulation") -------------------
+
+STREAM_SEED = 0x444643  # mixed into every shared-randomness key of the stream (rng.stream_key)
+CHUNK_KEY = 0xA5  # stream_key(STREAM_SEED, step, CHUNK_KEY): the step's random partition into chunks
+PADDING_KEY = 0x9A  # stream_key(STREAM_SEED, step, PADDING_KEY): the normals of the tiles' padding
+MAX_INDEX_BITS = 20  # a chunk's channel-simulation index is below 2^20
+
+# ---- The exact stage (version 4) --------------------------------------------------------------
+
+METHOD_BITS = 1  # raw bits of the method, before the exact stage (versions 4 and 5)
+LINEAR, LEARNED = 0, 1  # the method's values: the linear stage, the learned (or, with FLAG_COARSE_TO_FINE, coarse-to-fine) one
+SCALE_BITS = 4  # raw bits of each stage's scale index
+
+
+class ExactKind(IntEnum):
+    """The exact stages a file can hold (``StreamProfile.exact_kind`` says which one a file's method selects)."""
+
+    LINEAR = LINEAR  # method 0, and version 3's only stage (no method bit)
+    LEARNED = LEARNED  # method 1
+    COARSE = 2  # method 1 in a file with FLAG_COARSE_TO_FINE
+    INDEPENDENT = 3  # versions 1–2: one scale, every subpixel independent (no method bit)
+
+    @property
+    def method(self) -> int:
+        """The method bit that selects this kind (versions 4 and 5; versions 1–2's kind has none)."""
+        if self is ExactKind.INDEPENDENT:
+            raise ValueError("versions 1–2 have no exact-stage method")
+        return LINEAR if self is ExactKind.LINEAR else LEARNED
+
+
+# The learned stage's scale corrections 2^((k − 8)/8), k = 0..15 (2^-1 .. 2^0.875), as literals: a math
+# library's pow need not give these last bits everywhere, and the decoder's tables depend on them.
+CONTEXT_SCALES = np.array([float.fromhex(h) for h in (
+    "0x1.0000000000000p-1", "0x1.172b83c7d517bp-1", "0x1.306fe0a31b715p-1", "0x1.4bfdad5362a27p-1",
+    "0x1.6a09e667f3bcdp-1", "0x1.8ace5422aa0dbp-1", "0x1.ae89f995ad3adp-1", "0x1.d5818dcfba487p-1",
+    "0x1.0000000000000p+0", "0x1.172b83c7d517bp+0", "0x1.306fe0a31b715p+0", "0x1.4bfdad5362a27p+0",
+    "0x1.6a09e667f3bcdp+0", "0x1.8ace5422aa0dbp+0", "0x1.ae89f995ad3adp+0", "0x1.d5818dcfba487p+0",
+)])
+MEAN_LIMIT = 1e4  # every exact-stage mean is clipped to ±this (pixel units); NaN becomes 127.5
+SD_MIN, SD_MAX = 1e-2, 1e4  # and every standard deviation to this range (a NaN one of the learned stage to SD_MAX)
+LOG_SCALE_LIMIT = 30.0  # the context network's λ is clipped to ±this before e^λ
+
+# ---- The linear stage (version 3) -------------------------------------------------------------
+
+# c in N(mean, (c·σ)²): 2^(k/4) for k = −12..3, i.e. 2^-3 .. 2^0.75, as literals likewise.
+EXACT_SCALES = np.array([float.fromhex(h) for h in (
+    "0x1.0000000000000p-3", "0x1.306fe0a31b715p-3", "0x1.6a09e667f3bcdp-3", "0x1.ae89f995ad3adp-3",
+    "0x1.0000000000000p-2", "0x1.306fe0a31b715p-2", "0x1.6a09e667f3bcdp-2", "0x1.ae89f995ad3adp-2",
+    "0x1.0000000000000p-1", "0x1.306fe0a31b715p-1", "0x1.6a09e667f3bcdp-1", "0x1.ae89f995ad3adp-1",
+    "0x1.0000000000000p+0", "0x1.306fe0a31b715p+0", "0x1.6a09e667f3bcdp+0", "0x1.ae89f995ad3adp+0",
+)])
+WEIGHT_BITS = 6
+WEIGHT_OFFSET = 32  # w = (q − 32)/16: q in 0..63 covers −2 .. 1.9375
+WEIGHT_STEP = 1.0 / 16.0
+# Per stage (pass, channel) of a 3-channel plane and of a 1-channel plane, in q units, features in the
+# order ExactLayout.features gives them.  Least squares pooled over CIFAR-10 test images 100–147 at
+# t = 16, the median start of the exact stage (x_t drawn from q, shipped model of 2026-11-23):
+# `python bench/exact_weights.py` prints them.  A 1-channel plane takes the colour plane's channel 0.
+DEFAULT_WEIGHTS = {
+    3: {(0, 0): (), (0, 1): (39,), (0, 2): (35, 38), (1, 0): (46, 31), (1, 1): (42, 51, 17, 27, 37),
+        (1, 2): (35, 41, 52, 27, 18, 26, 33, 37)},
+    1: {(0, 0): (), (1, 0): (46, 31)},
+}
+# Offsets (dy, dx) of a second-pass pixel's first-pass neighbours: the four nearest, then the ring of
+# eight at distance √5 (odd |dy| + |dx|, so first-pass too).
+NEAR = ((-1, 0), (1, 0), (0, -1), (0, 1))
+RING = ((-2, -1), (-2, 1), (2, -1), (2, 1), (-1, -2), (1, -2), (-1, 2), (1, 2))
