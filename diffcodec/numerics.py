@@ -1,11 +1,11 @@
-"""How a format version computes the numbers its stream depends on: one profile, resolved from the header.
+"""How a format version computes the numbers its stream depends on (``StreamProfile.numerics`` picks one).
 
 Versions 1–4 run the float networks and the math library's exp/log/sin/cos: a file decodes only where
 the encoder's CPU, kernels and thread count are matched (the checks catch any difference).  Version 5
 computes every such number exactly (:mod:`diffcodec.exactmath`, the integer networks of
 models/intnet.py, normals from exact Box–Muller), so its files decode bit for bit on any machine, with
-any thread count and batch size.  The codec asks the profile, never the version, at each place where
-the two differ.
+any thread count and batch size.  The codec asks the numerics, never the version, at each place where
+the two differ; the header's :class:`~diffcodec.profile.StreamProfile` says which one a file uses.
 """
 
 from __future__ import annotations
@@ -60,7 +60,3 @@ class ExactNumerics:
 
 Numerics = FloatNumerics | ExactNumerics
 FLOAT, EXACT = FloatNumerics(), ExactNumerics()
-
-
-def for_version(version: int) -> Numerics:
-    return EXACT if version >= 5 else FLOAT

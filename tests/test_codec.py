@@ -341,11 +341,12 @@ def test_a_stop_before_the_last_simulated_state_recomputes_its_prediction(tiny_m
 
     config = CodecConfig(steps=6, max_candidate_bits=8, spacing="uniform")
     pixels = image(8, 8, "RGB", seed=5)
-    real = codec._replay_bits
+    real = codec._run_chain
 
-    def prefer_the_first_state(records, chunk_bits):
-        bits = real(records, chunk_bits)
-        return [b if i == 0 else b + 10**6 for i, b in enumerate(bits)]
+    def prefer_the_first_state(*args):
+        search = real(*args)  # pass 1, with the stream's bits after each step made to favour stopping at x_T
+        search.prefix_bits = [b if i == 0 else b + 10**6 for i, b in enumerate(search.prefix_bits)]
+        return search
 
     calls = []
     predict = codec._Chain.predict
@@ -354,7 +355,7 @@ def test_a_stop_before_the_last_simulated_state_recomputes_its_prediction(tiny_m
         calls.append(index)
         return predict(self, x, index)
 
-    monkeypatch.setattr(codec, "_replay_bits", prefer_the_first_state)
+    monkeypatch.setattr(codec, "_run_chain", prefer_the_first_state)
     monkeypatch.setattr(codec._Chain, "predict", counted)
     result = encode(pixels, "RGB", tiny_model, config)
     assert result.file.header.exact_from == 6  # stopped at x_T although later states were simulated
@@ -716,8 +717,9 @@ def test_auto_tries_the_learned_stage_only_near_the_best_state(monkeypatch):
     from diffcodec import exact as exact_module
 
     calls = []
-    original = exact_module.plan_learned
-    monkeypatch.setattr(exact_module, "plan_learned", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = exact_module.plan_stage
+    monkeypatch.setattr(exact_module, "plan_stage",
+                        lambda kind, *a, **k: (kind == exact_module.LEARNED and calls.append(1)) or original(kind, *a, **k))
     model = make_tiny_model(seed=0, context=True)
     res = encode(image(8, 8, "RGB", seed=4), "RGB", model, CodecConfig(**{**FULL.__dict__, "exact_from_t": None, "learned_candidates": 1}))
     assert len(calls) == 1 and len(res.steps) >= 2

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from diffcodec import exact
+from diffcodec.entropy import decode_raw_bits, encode_raw_bits
 from diffcodec.tiling import TileLayout
 
 
@@ -32,10 +33,10 @@ def planes_for(h: int, w: int, mode: str, seed: int = 0, correlated: bool = True
 def round_trip(layout, x, mu, sd) -> tuple[list[np.ndarray], int, exact.ExactPlan]:
     plan = exact.plan(layout, x, mu, sd)
     enc = constriction.stream.queue.RangeEncoder()
-    exact.encode(enc, layout, plan, x, mu, sd)
+    exact.write(enc, plan, exact.ExactContext(layout, mu, sd), x)
     words = enc.get_compressed()
     dec = constriction.stream.queue.RangeDecoder(words)
-    return exact.decode(dec, layout, mu, sd), 32 * len(words), plan
+    return exact.read(dec, exact.LINEAR, exact.ExactContext(layout, mu, sd)).x, 32 * len(words), plan
 
 
 @pytest.mark.parametrize("h, w, mode", [(8, 8, "RGB"), (5, 7, "RGBA"), (9, 4, "L"), (1, 1, "RGB"), (1, 6, "L"), (3, 1, "RGBA")])
@@ -129,12 +130,14 @@ def learned_inputs(h: int, w: int, seed: int = 0):
 def learned_round_trip(layout, net, x, inputs, mu=None, sd=None):
     """x: the planes (colour first); mu, sd: every plane's base Gaussians (only the rest's are used)."""
     plan = exact.plan_learned(layout, net, x, inputs, mu, sd)
+    context = exact.ExactContext(layout, mu, sd, inputs, net)
     enc = constriction.stream.queue.RangeEncoder()
-    exact.encode_learned(enc, layout, net, plan, x, inputs, mu, sd)
+    encode_raw_bits(enc, plan.kind.method, 1)  # the method bit the stream puts before the exact stage
+    exact.write(enc, plan, context, x)
     words = enc.get_compressed()
     dec = constriction.stream.queue.RangeDecoder(words)
-    assert exact.decode_raw_bits(dec, 1) == exact.LEARNED
-    return exact.decode_learned(dec, layout, net, inputs, mu, sd), 32 * len(words), plan
+    assert decode_raw_bits(dec, 1) == exact.LEARNED
+    return exact.read(dec, exact.LEARNED, context).x, 32 * len(words), plan
 
 
 @pytest.mark.parametrize("h, w", [(8, 8), (5, 7), (1, 1), (1, 6)])
