@@ -34,13 +34,28 @@ Every image of a batch is quantized on its own, so results depend neither on the
 how a layer's work is split across threads.  The float network is the trained object; its integer
 form is derived from its weights deterministically (``quantize_*``), so the model file need not
 store both.
+
+**Execution.**  Since every sum is exact, how it is computed is free: activations are kept
+channels-last; on an x86 CPU the 3×3 convolutions are oneDNN's direct ones with weights kept in
+oneDNN's layout (``conv="onednn"``), everywhere else, and for 1×1 convolutions and linear layers,
+im2col and one float32 GEMM (``conv="gemm"``), never F.conv2d (which may pick NNPACK's or cuDNN's
+Winograd/FFT kernels: not exact).  ``IntUNet(net, spec, device=...)`` or ``.to(device)`` moves a
+network to any torch device; off the CPU it runs the GEMM path, every division by a constant is by a
+tensor on that device (CUDA divides by a host scalar as a product with its reciprocal), and every
+call runs under :func:`exact_float32` (TF32 and reduced-precision float32 matmul off).  On the CPU,
+GroupNorm's per-group arithmetic runs in numpy (the same IEEE operations, cheaper at these sizes);
+``conv="gemm"`` on the CPU runs the device code throughout, so tests compare the two paths.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import platform
+import threading
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -50,6 +65,77 @@ from .context_net import ContextNet, stack_inputs
 from .unet import AttentionBlock, DownsampleConv, ResBlock, UNet
 
 _EXACT_F32 = 2**24  # float32 holds every integer below this exactly
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _const(value: float, like: torch.Tensor) -> torch.Tensor:
+    """``value`` as a 0-dim tensor of like's dtype on like's device (every constant used here is exact in it).
+
+    An operation with a 0-dim tensor of the same dtype computes as with the Python number (which torch converts
+    to the tensor's dtype) but skips that conversion, and on CUDA a division by it is a division, where a division
+    by a host scalar is a product with the scalar's reciprocal (not correctly rounded).
+    """
+    key = (value, like.dtype, like.device)
+    t = _CONSTANTS.get(key)
+    if t is None:
+        t = _CONSTANTS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
+    return t
+
+
+_FLAGS_LOCK = threading.Lock()
+_FLAGS_DEPTH = 0
+_FLAGS_SAVED: list = []
+
+
+def _float32_flags() -> list:
+    """(getter, setter, exact value) for every torch setting that lets float32 products lose bits: TF32 in cuBLAS
+    and cuDNN, bf16/TF32 in oneDNN.  torch ≥ 2.9's per-backend ``fp32_precision`` settings where they exist (the
+    legacy ``allow_tf32`` flags and ``set_float32_matmul_precision`` are views of them, and reading those raises
+    once the two APIs have been mixed); else the legacy flags."""
+    backends = torch.backends
+    leaves = [getattr(getattr(backends, b, None), op, None)
+              for b, op in (("cuda", "matmul"), ("cudnn", "conv"), ("cudnn", "rnn"), ("mkldnn", "matmul"), ("mkldnn", "conv"))]
+    if all(leaf is not None and hasattr(leaf, "fp32_precision") for leaf in leaves):
+        return [(lambda m=leaf: m.fp32_precision, lambda v, m=leaf: setattr(m, "fp32_precision", v), "ieee") for leaf in leaves]
+    flags = [(torch.get_float32_matmul_precision, torch.set_float32_matmul_precision, "highest")]
+    for module in (backends.cuda.matmul, backends.cudnn):
+        flags.append((lambda m=module: m.allow_tf32, lambda v, m=module: setattr(m, "allow_tf32", v), False))
+    return flags
+
+
+def float32_is_exact() -> bool:
+    """Whether torch computes float32 matrix products and convolutions in float32 now (no TF32, no bf16)."""
+    return all(get() == exact for get, _, exact in _float32_flags())
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """While inside: float32 products in IEEE float32 everywhere (TF32 off for cuBLAS and cuDNN, no bf16 or TF32 in
+    oneDNN; the same as ``torch.backends.cuda.matmul.allow_tf32 = False``, ``torch.backends.cudnn.allow_tf32 = False``).
+
+    A float32 GEMM of integers whose partial sums stay below 2^24 is exact in any summation order, but only if
+    its operands are not first rounded to TF32 or bf16.  Re-entrant and thread-safe: the settings are taken when
+    the first user enters and given back when the last one leaves.
+    """
+    global _FLAGS_DEPTH
+    with _FLAGS_LOCK:
+        if _FLAGS_DEPTH == 0:
+            flags = _float32_flags()
+            _FLAGS_SAVED[:] = [(set_, get()) for get, set_, _ in flags]
+            for _, set_, exact in flags:
+                set_(exact)
+        _FLAGS_DEPTH += 1
+    try:
+        if not float32_is_exact():
+            raise RuntimeError("float32 matrix products are not exact (TF32 or bf16 was enabled while an integer network ran)")
+        yield
+    finally:
+        with _FLAGS_LOCK:
+            _FLAGS_DEPTH -= 1
+            if _FLAGS_DEPTH == 0:
+                for set_, value in reversed(_FLAGS_SAVED):
+                    set_(value)
+                _FLAGS_SAVED.clear()
 
 
 @dataclass(frozen=True)
@@ -76,7 +162,7 @@ def _quantize_per_image(x: torch.Tensor, levels: int, per_channel: bool = False)
     rounded.  An all-zero image gets a tiny scale and quantizes to zeros.
     """
     dims = tuple(range(2 if per_channel else 1, x.dim()))
-    scale = x.abs().amax(dim=dims, keepdim=True).clamp_min_(1e-30).div_(levels)
+    scale = x.abs().amax(dim=dims, keepdim=True).clamp_min_(1e-30).div_(_const(levels, x))
     # No clamp needed: with scale = fl(m/levels) for m = max|x| (a normal number), |x|/scale ≤ levels·(1 + 2^−23)
     # before rounding, which rounds to at most levels for levels ≤ 2^20.
     return torch.div(x, scale).round_(), scale
@@ -138,30 +224,135 @@ class _IntLinear:
         # One part, one scale: the float32 accumulator holds the exact sum, scaled in float32.
         self.simple = len(self.groups) == 1 and not self.per_channel
         self.w_scale32, self.bias32 = self.w_scale.float(), self.bias.float()
+        self._place(torch.device("cpu"), None)
+
+    def _place(self, device: torch.device, conv: str | None) -> None:
+        """Put the layer's tensors on ``device`` and prepare the forms its convolutions run in there."""
+        for name in ("w_scale", "bias", "w_scale32", "bias32"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.w_int = [w.to(device) for w in self.w_int]
+        self.conv = _conv_backend(device, conv)
+        kh, kw = self.w_int[0].shape[2:]
+        pad = self.padding if isinstance(self.padding, tuple) else (self.padding,) * 4  # (left, right, top, bottom)
+        self._geometry = (kh, kw, self.stride, pad)
+        # Weights as GEMM operands: (kh·kw·C, O), rows in (i, j, c) order, the order of _im2col's columns.
+        self._w_mat = [w.permute(2, 3, 1, 0).reshape(-1, w.shape[0]).contiguous() for w in self.w_int]
+        self._packed: dict[tuple, torch.Tensor] = {}  # oneDNN's own weight layout, per input shape
+        self._w_scale32_2d, self._bias32_2d = self.w_scale32[:, :, 0, 0], self.bias32[:, :, 0, 0]
+        if self.per_channel:  # every group is one input channel: all of them as one grouped convolution
+            w = torch.cat(self.w_int, dim=1)  # (O, C, kh, kw)
+            # output channel c·O + o of the grouped convolution: input channel c's products for output o
+            self._w_grouped = w.transpose(0, 1).reshape(-1, 1, kh, kw).contiguous()
+            self._w_bmm = w.permute(1, 2, 3, 0).reshape(w.shape[1], kh * kw, w.shape[0]).contiguous()  # (C, kh·kw, O)
+
+    def _conv(self, q: torch.Tensor, part: int = 0) -> torch.Tensor:
+        """The exact integer sums of part ``part``'s weights over q, (B, O, H', W') float32, channels-last.
+
+        Any kernel is exact here (every partial sum an integer below 2^24 in float32), so the choice is speed:
+        oneDNN's direct convolution with its own weight layout on x86 CPUs, a GEMM elsewhere (see _conv_backend).
+        """
+        kh, kw, stride, pad = self._geometry
+        if self.conv == "gemm" or (kh == 1 and kw == 1 and stride == 1):
+            return _conv_gemm(q, self._w_mat[part], self._geometry)
+        if pad[0] != pad[1] or pad[2] != pad[3]:
+            q, pad = F.pad(q, pad), (0, 0, 0, 0)
+        q = q.contiguous(memory_format=torch.channels_last)
+        key = (part, *q.shape)
+        packed = self._packed.get(key)
+        if packed is None:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(self.w_int[part], [pad[2], pad[0]], [stride, stride], [1, 1], 1,
+                                                                  list(q.shape))
+            if len(self._packed) >= 8:
+                self._packed.clear()
+            self._packed[key] = packed
+        return torch.ops.mkldnn._convolution_pointwise(q, packed, None, [pad[2], pad[0]], [stride, stride], [1, 1], 1, "none", [], None)
+
+    def _per_channel_parts(self, q: torch.Tensor) -> list[torch.Tensor]:
+        """Input channel c's exact integer sums, for every c: (B, O, H', W') float32 each."""
+        kh, kw, stride, pad = self._geometry
+        o, c = self.w_int[0].shape[0], q.shape[1]
+        if self.conv == "gemm":
+            cols, (b, ho, wo) = _im2col(q, self._geometry)  # (B·H'·W', kh·kw·C), columns in (i, j, c) order
+            sums = torch.bmm(cols.view(-1, kh * kw, c).permute(2, 0, 1), self._w_bmm)  # (C, B·H'·W', O)
+            return [sums[i].view(b, ho, wo, o).permute(0, 3, 1, 2) for i in range(c)]
+        if pad[0] != pad[1] or pad[2] != pad[3]:
+            q, pad = F.pad(q, pad), (0, 0, 0, 0)
+        out = torch.mkldnn_convolution(q.contiguous(memory_format=torch.channels_last), self._w_grouped, None,
+                                       [pad[2], pad[0]], [stride, stride], [1, 1], c)
+        return [out[:, i * o:(i + 1) * o] for i in range(c)]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        squeeze = x.dim() == 2
-        if squeeze:
-            x = x[:, :, None, None]
-        q, scale = _quantize_per_image(x.float(), self.act_max, self.per_channel)
-        if isinstance(self.padding, tuple):
-            q, pad = F.pad(q, self.padding), 0
-        else:
-            pad = self.padding
+        if x.dtype != torch.float32:
+            x = x.float()
+        if x.dim() == 2:  # a linear layer: (B, F) @ (F, O)
+            q, scale = _quantize_per_image(x, self.act_max)
+            if self.simple:
+                return torch.matmul(q, self._w_mat[0]).mul_(scale * self._w_scale32_2d).add_(self._bias32_2d)
+            return self(x[:, :, None, None])[:, :, 0, 0]
+        q, scale = _quantize_per_image(x, self.act_max, self.per_channel)
         if self.simple:
             # Two IEEE operations in this order (a product, then a sum), in place on the fresh convolution output.
-            y = F.conv2d(q, self.w_int[0], stride=self.stride, padding=pad).mul_(scale * self.w_scale32).add_(self.bias32)
-            return y[:, :, 0, 0] if squeeze else y
-        acc = None
+            return self._conv(q).mul_(scale * self.w_scale32).add_(self.bias32)
         scale = scale.double()
-        for (a, b), w in zip(self.groups, self.w_int):
-            part = F.conv2d(q[:, a:b], w, stride=self.stride, padding=pad).double()  # exact: integers below 2^24
-            if self.per_channel:
-                part = part * scale[:, a:b]  # one channel a group: its own scale
-            acc = part if acc is None else acc + part  # in a fixed order; exact while the sums are integers below 2^53
-        y = acc * (self.w_scale if self.per_channel else scale * self.w_scale)
-        y = (y + self.bias).float()
-        return y[:, :, 0, 0] if squeeze else y
+        if self.per_channel:
+            # Σ_c sums_c·scale_c in float64, in channel order.  Each product is exact (an integer below 2^24 times a
+            # float32 scale: at most 48 significant bits), so addcmul's sum is rounded once, fused or not: the same
+            # as acc + sums_c·scale_c.  A few images at a time, so that the parts stay in cache.
+            b, c = q.shape[:2]
+            step = max(1, (1 << 21) // (c * self.w_int[0].shape[0] * q[0, 0].numel()))
+            accs = []
+            for i in range(0, b, step):
+                parts, s = self._per_channel_parts(q[i:i + step]), scale[i:i + step]
+                acc = parts[0] * s[:, 0:1]
+                for j in range(1, c):
+                    acc.addcmul_(parts[j], s[:, j:j + 1])
+                accs.append(acc)
+            acc = (accs[0] if len(accs) == 1 else torch.cat(accs)).mul_(self.w_scale)
+        else:  # a shared scale: the parts are integers, their float64 sum exact in any order (below 2^53)
+            acc = self._conv(q[:, self.groups[0][0]:self.groups[0][1]], 0).double()
+            for i, (a, b) in enumerate(self.groups[1:], 1):
+                acc.add_(self._conv(q[:, a:b], i))
+            acc.mul_(scale * self.w_scale)
+        return acc.add_(self.bias).float()
+
+
+_X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def _conv_backend(device: torch.device, conv: str | None) -> str:
+    """'onednn' (x86 CPUs: oneDNN's direct convolutions) or 'gemm' (im2col and a float32 matrix product: anywhere).
+
+    Both sum the same integer products, exactly; neither is a Winograd or FFT convolution, which would not be
+    exact.  (F.conv2d is not used: it may pick NNPACK's Winograd kernels where oneDNN is unavailable.)
+    """
+    if conv is None:
+        conv = "onednn" if device.type == "cpu" and _X86 and torch.backends.mkldnn.is_available() else "gemm"
+    if conv not in ("onednn", "gemm") or (conv == "onednn" and device.type != "cpu"):
+        raise ValueError(f"no convolution {conv!r} on {device}: 'gemm', or 'onednn' on an x86 CPU")
+    return conv
+
+
+def _im2col(q: torch.Tensor, geometry: tuple) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """q's (kh, kw) patches as rows, (B·H'·W', kh·kw·C) with columns in (i, j, c) order, and (B, H', W')."""
+    kh, kw, stride, (left, right, top, bottom) = geometry
+    x = q.permute(0, 2, 3, 1)  # (B, H, W, C)
+    if left or right or top or bottom:
+        x = F.pad(x, (0, 0, left, right, top, bottom))
+    x = x.contiguous()
+    b, hp, wp, c = x.shape
+    ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    if kh == kw == stride == 1:
+        return x.view(b * ho * wo, c), (b, ho, wo)
+    sb, sh, sw, sc = x.stride()
+    patches = x.as_strided((b, ho, wo, kh, kw, c), (sb, sh * stride, sw * stride, sh, sw, sc))
+    return patches.reshape(b * ho * wo, kh * kw * c), (b, ho, wo)
+
+
+def _conv_gemm(q: torch.Tensor, w_mat: torch.Tensor, geometry: tuple) -> torch.Tensor:
+    """A convolution as im2col and one float32 GEMM, (B, O, H', W') channels-last.  Exact: a GEMM sums integer
+    products in some order, and every partial sum is an integer below 2^24."""
+    cols, (b, ho, wo) = _im2col(q, geometry)
+    return torch.matmul(cols, w_mat).view(b, ho, wo, -1).permute(0, 3, 1, 2)
 
 
 class _Table:
@@ -176,14 +367,19 @@ class _Table:
         self.values = fn(grid).float()
         self.range = float(spec.table_range if top is None else top)
         self.tail_identity = tail_identity
-        self._half = torch.tensor(float(self.half))
+        self._place(torch.device("cpu"), False)
+
+    def _place(self, device: torch.device, portable: bool) -> None:
+        self.values = self.values.to(device)
+        self._half = torch.tensor(float(self.half), device=device)
+        self._portable = portable or device.type != "cpu"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # Index of the nearest grid point, offset to start at 0: half + x·2^k in one operation (x·2^k is exact, so
         # with or without a fused multiply-add the sum is rounded once, as x·2^k + half would be); round, clamp: exact.
         idx = torch.add(self._half, x, alpha=self.step_inv).round_().clamp_(0, self.last)
         out = _lookup(self.values, idx)
-        if self.tail_identity and (x.device.type != "cpu" or bool(x.amax() > self.range)):  # a selection: exact
+        if self.tail_identity and (self._portable or x.amax().item() > self.range):  # a selection: exact
             out = torch.where(x > self.range, x, out)
         return out
 
@@ -194,11 +390,8 @@ def _lookup(values: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     A gather, exact; int32 indices and index_select are ~2x faster here than int64 and take.
     """
     i = idx.to(torch.int32)
-    if i.is_contiguous():
-        return values.index_select(0, i.view(-1)).view(i.shape)
-    if i.dim() == 4 and i.is_contiguous(memory_format=torch.channels_last):
-        p = i.permute(0, 2, 3, 1)  # memory order
-        return values.index_select(0, p.reshape(-1)).view(p.shape).permute(0, 3, 1, 2)
+    if i.is_contiguous() or (i.dim() == 4 and i.is_contiguous(memory_format=torch.channels_last)):  # dense: memory order
+        return values.index_select(0, i.as_strided((i.numel(),), (1,))).as_strided(i.shape, i.stride())
     return values.index_select(0, i.reshape(-1)).view(i.shape)
 
 
@@ -210,49 +403,102 @@ class _IntGroupNorm:
         self.bias = norm.bias.detach().float().reshape(1, -1, 1, 1)
         self.levels = 2**spec.norm_levels_log2
         self.arithmetic = spec.arithmetic
+        self._place(torch.device("cpu"), False)
 
-    def affine(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(a, b), float32 (B, C, 1, 1), with the normalised x = x·a + b."""
+    def _place(self, device: torch.device, portable: bool) -> None:
+        self.weight, self.bias = self.weight.to(device), self.bias.to(device)
+        # On the CPU the per-group arithmetic (a few dozen numbers) runs in numpy: the same IEEE operations in the
+        # same order, without torch's per-operation overhead.
+        self._numpy = device.type == "cpu" and not portable
+        if self._numpy:
+            self._weight_np, self._bias_np = self.weight.reshape(-1).numpy(), self.bias.reshape(-1).numpy()
+
+    def _sums(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(Σq, Σq², scale, n) of x quantized to ±levels per image: the sums float64 per image and group (B, G), or per
+        image and channel (B, C) where x is channels-last (the group sums are then left to the caller: exact too)."""
         b, c = x.shape[:2]
         q, scale = _quantize_per_image(x, self.levels)
         n = q[0, 0].numel() * (c // self.groups)
         if self.arithmetic >= 2 and n * self.levels**2 < 2**53:
-            # float64 sums of integers below 2^53 are exact in any order; the sum of squares as a dot product.
-            q = q.double().reshape(b * self.groups, 1, n)
+            # float64 sums of integers below 2^53 are exact in any order: per channel where the activations are
+            # channels-last; else per group, the sum of squares as a dot product.
+            q = q.double()
+            if not q.is_contiguous() and q.is_contiguous(memory_format=torch.channels_last):
+                v = q.permute(0, 2, 3, 1).reshape(b, -1, c)  # (B, H·W, C), a view
+                return v.sum(dim=1), v.mul_(v).sum(dim=1), scale, n  # squares: exact integers below 2^53
+            q = q.reshape(b * self.groups, 1, n)
             s1 = q.sum(dim=-1).reshape(b, self.groups)
             s2 = torch.bmm(q, q.transpose(1, 2)).reshape(b, self.groups)
         else:
             q = q.to(torch.int64).reshape(b, self.groups, -1)
             s1 = q.sum(dim=-1).double()  # int64 sums: exact in any order
             s2 = (q * q).sum(dim=-1).double()  # below 2^53 for the group sizes of these networks
-        # The same IEEE operations as (s1 / n, s2 / n − mean²)... one at a time, on both sums at once where they are alike.
-        m = torch.stack([s1, s2]).div_(n)
+        return s1, s2, scale, n
+
+    def affine(self, x: torch.Tensor, table: "_Table | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, b), float32 (B, C, 1, 1), with the normalised x = x·a + b; with ``table``, (a·2^k, b·2^k + half):
+        the affine map to ``table``'s index."""
+        s1, s2, scale, n = self._sums(x)
+        b, c = x.shape[:2]
+        if self._numpy:
+            s1, s2 = s1.numpy(), s2.numpy()
+            if s1.shape[1] != self.groups:  # per channel: per group (exact integer sums)
+                s1, s2 = s1.reshape(b, self.groups, -1).sum(axis=-1), s2.reshape(b, self.groups, -1).sum(axis=-1)
+            a, b_ = _group_norm_affine_numpy(s1, s2, scale.reshape(-1).numpy(), n, self.eps, self._weight_np, self._bias_np, table)
+            return torch.from_numpy(a).view(b, c, 1, 1), torch.from_numpy(b_).view(b, c, 1, 1)
+        if s1.shape[1] != self.groups:
+            s1, s2 = s1.view(b, self.groups, -1).sum(dim=-1), s2.view(b, self.groups, -1).sum(dim=-1)
+        # The same operations as _group_norm_affine_numpy, in torch (any device).
+        m = torch.stack([s1, s2]).div_(_const(float(n), s1))
         mean_q = m[0]
         var_q = m[1].sub_(mean_q * mean_q).clamp_min_(0.0)
         scale = scale.reshape(b, 1).double()
         mean = mean_q * scale
         # 1 / √(var·scale² + ε): a product, a sum, a square root and a reciprocal (1 / v), each correctly rounded.
-        inv = var_q.mul_(scale * scale).add_(self.eps).sqrt_().reciprocal_()
+        inv = var_q.mul_(scale * scale).add_(_const(self.eps, var_q)).sqrt_().reciprocal_()
         # Both to float32, one value a channel: one repeat for the two (the same values as two repeats).
         mean, inv = torch.stack([mean, inv]).float().repeat_interleave(c // self.groups, dim=2).reshape(2, b, c, 1, 1)
         # (x − mean)·inv·γ + β as x·a + (β − mean·a): two passes over the activations instead of four.
         a = inv * self.weight
-        return a, self.bias - mean * a
+        b_ = self.bias - mean * a
+        if table is not None:
+            a = a * _const(table.step_inv, a)  # exact: a power of two
+            b_ = b_.mul_(_const(table.step_inv, b_)).add_(_const(float(table.half), b_))
+        return a, b_
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         a, b = self.affine(x)
-        return x * a + b
+        return (x * a).add_(b)  # a product, then a sum: two roundings, as x·a + b
 
     def then(self, table: "_Table", x: torch.Tensor) -> torch.Tensor:
         """table(normalised x) with the table's index computed from x directly: round(x·(a·2^k) + (b·2^k + half)),
         one multiply and one add (each rounded once) instead of four passes."""
-        a, b = self.affine(x)
         if self.arithmetic < 2:
-            return table(x * a + b)
-        a = a * table.step_inv  # exact: a power of two
-        b = b * table.step_inv + table.half
+            return table(self(x))
+        a, b = self.affine(x, table)
         idx = (x * a).add_(b).round_().clamp_(0, table.last)  # a product, then a sum: two roundings, as x·a + b
         return _lookup(table.values, idx)
+
+
+def _group_norm_affine_numpy(s1: np.ndarray, s2: np.ndarray, scale: np.ndarray, n: int, eps: float, weight: np.ndarray,
+                             bias: np.ndarray, table: "_Table | None") -> tuple[np.ndarray, np.ndarray]:
+    """GroupNorm's (a, b) per image and channel, float32 (B, C), from the exact sums: the IEEE operations of
+    _IntGroupNorm.affine's torch code, in its order (numpy computes each one correctly rounded, in float64 or
+    float32 as torch does, and fuses none)."""
+    bsz, groups = s1.shape
+    n_ = np.float64(n)
+    mean_q = s1 / n_
+    var_q = np.maximum(s2 / n_ - mean_q * mean_q, 0.0)  # (a zero's sign cannot matter: ε is added next)
+    sc = scale.astype(np.float64)[:, None]
+    mean = (mean_q * sc).astype(np.float32)[:, :, None]  # (B, G, 1): broadcast over the group's channels below,
+    inv = np.reciprocal(np.sqrt(var_q * (sc * sc) + np.float64(eps))).astype(np.float32)[:, :, None]  # as a repeat would
+    a = inv * weight.reshape(groups, -1)  # (B, G, C/G)
+    b = bias.reshape(groups, -1) - mean * a
+    if table is not None:
+        step = np.float32(table.step_inv)
+        a = a * step
+        b = b * step + np.float32(table.half)
+    return a.reshape(bsz, -1), b.reshape(bsz, -1)
 
 
 class _IntResBlock:
@@ -265,6 +511,9 @@ class _IntResBlock:
         self.skip = _IntLinear(block.skip.weight, block.skip.bias, spec) if isinstance(block.skip, torch.nn.Conv2d) else None
         self.silu = silu
         self._emb_cache: dict[int, torch.Tensor] = {}
+
+    def _parts(self) -> list:
+        return [self.norm1, self.conv1, self.emb, self.norm2, self.conv2] + ([self.skip] if self.skip is not None else [])
 
     def __call__(self, x: torch.Tensor, emb_silu: torch.Tensor, t: int) -> torch.Tensor:
         """``emb_silu``: (1, 4·ch), the same for every image (each image is quantized on its own, so one row is every row's)."""
@@ -284,6 +533,9 @@ class _IntAttention:
         self.act_max = spec.act_max
         self.softmax_one = float(2**spec.softmax_bits)
 
+    def _parts(self) -> list:
+        return [self.norm, self.qkv, self.proj]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         qkv = self.qkv(self.norm(x).reshape(b, c, h * w, 1))
@@ -294,15 +546,41 @@ class _IntAttention:
         if self.act_max**2 * d >= _EXACT_F32:
             raise ValueError("attention width too large for exact float32 logits")
         logits = torch.matmul(qi.float().transpose(-1, -2), ki.float()).double()  # (B, heads, L, L), exact
-        logits = logits * ((qs.double() * ks.double()) / math.sqrt(d))
+        logits = logits * ((qs.double() * ks.double()) / _const(math.sqrt(d), logits))
         logits = logits - logits.amax(dim=-1, keepdim=True)
-        weights = torch.round(exactmath.exp(logits) * self.softmax_one)  # integers in [0, 2^bits]
+        weights = torch.round(exactmath.exp(logits) * _const(self.softmax_one, logits))  # integers in [0, 2^bits]
         total = weights.sum(dim=-1)  # exact: integers below 2^53
         vi, vs = _quantize_per_image(v, self.act_max)
         out = torch.matmul(vi.double(), weights.transpose(-1, -2))  # float64: every partial sum an integer below 2^53
         out = out * vs.double() / total[:, :, None, :]
         out = out.float().reshape(b, c, h * w, 1)
-        return x + self.proj(out).reshape(b, c, h, w)
+        return self.proj(out).reshape(b, c, h, w).add_(x)  # IEEE addition commutes: x + proj(out)
+
+
+def _place_all(parts: list, device: torch.device | str | None, conv: str | None) -> tuple[torch.device, str]:
+    """Move a network's layers (and tables, norms: anything with _place) to ``device`` with convolution backend
+    ``conv`` (None: the device's fastest); ``conv="gemm"`` on the CPU runs the device code throughout."""
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    conv = _conv_backend(device, conv)
+    portable = conv == "gemm"
+    seen = set()
+    stack = list(parts)
+    while stack:
+        part = stack.pop()
+        if id(part) in seen or part is None:
+            continue
+        seen.add(id(part))
+        if isinstance(part, (list, tuple)):
+            stack.extend(part)
+        elif isinstance(part, _IntLinear):
+            part._place(device, conv)
+        elif isinstance(part, (_Table, _IntGroupNorm)):
+            part._place(device, portable)
+        elif hasattr(part, "_parts"):
+            stack.extend(part._parts())
+    return device, conv
 
 
 class _Upsample:
@@ -313,7 +591,8 @@ class _Upsample:
 class IntUNet:
     """The integer form of a :class:`~models.unet.UNet`: ``(x_t, t) -> float32`` output, the same bits everywhere."""
 
-    def __init__(self, net: UNet, spec: IntSpec = IntSpec()):
+    def __init__(self, net: UNet, spec: IntSpec = IntSpec(), device: torch.device | str | None = None,
+                 conv: str | None = None):
         self.config = net.config
         self.spec = spec
         c = net.config
@@ -343,6 +622,20 @@ class IntUNet:
         self.out_norm = _IntGroupNorm(net.out_norm, spec)
         self.out_conv = _IntLinear(net.out_conv.weight, net.out_conv.bias, spec, padding=1)
         self._emb_cache: dict[int, torch.Tensor] = {}
+        self.to(device, conv)
+
+    def to(self, device: torch.device | str | None = None, conv: str | None = None) -> "IntUNet":
+        """Run on ``device`` (default: the CPU), in place; returns self.  ``conv``: 'onednn' (x86 CPUs only) or
+        'gemm' (any device: im2col and float32 GEMMs); None picks the device's fastest.  Every choice gives
+        the same bits."""
+        self.device, self.conv = _place_all([self.silu, self.time1, self.time2, self.input_conv, self.down, self.mid,
+                                             self.up, self.out_norm, self.out_conv], device, conv)
+        self._emb_cache.clear()
+        for block in [*self.down, self.mid, *self.up]:
+            for layer in block:
+                if isinstance(layer, _IntResBlock):
+                    layer._emb_cache.clear()
+        return self
 
     def _time_embedding(self, t: int) -> torch.Tensor:
         """silu(time_mlp(sinusoid(t))) for one timestep, (1, 4·ch) float32, cached."""
@@ -356,6 +649,7 @@ class IntUNet:
             emb = torch.cat([sin, cos] if c.time_sin_first else [cos, sin]).float()[None]
             if c.base_channels % 2:
                 emb = F.pad(emb, (0, 1))
+            emb = emb.to(self.device)  # computed on the CPU (a few numbers): the same values anywhere
             h = self.time2(exactmath.silu(self.time1(emb)))
             self._emb_cache[t] = exactmath.silu(h)
         return self._emb_cache[t]
@@ -369,12 +663,16 @@ class IntUNet:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        steps = set(int(v) for v in t)
+        """The network's output for x (B, C, H, W) at timestep t (B,), float32 NCHW on the network's device."""
+        steps = set(t.tolist()) if isinstance(t, torch.Tensor) else {int(v) for v in t}
         if len(steps) != 1:
             raise ValueError("IntUNet takes one timestep per call")
-        step = steps.pop()
+        with exact_float32():
+            return self._forward(x.to(self.device, torch.float32), int(steps.pop())).contiguous()
+
+    def _forward(self, x: torch.Tensor, step: int) -> torch.Tensor:
         emb = self._time_embedding(step)
-        h = self.input_conv(self._features(x.float()))
+        h = self.input_conv(self._features(x))
         hs = [h]
         for block in self.down:
             for layer in block:
@@ -396,7 +694,8 @@ class IntContextNet:
     the networks were trained with.
     """
 
-    def __init__(self, net: ContextNet, spec: IntSpec = IntSpec()):
+    def __init__(self, net: ContextNet, spec: IntSpec = IntSpec(), device: torch.device | str | None = None,
+                 conv: str | None = None):
         self.config = net.config
         self.spec = spec
         self.gelu = _Table(exactmath.gelu_tanh, spec)
@@ -404,14 +703,22 @@ class IntContextNet:
         self.blocks = [(_IntLinear(b[1].weight, b[1].bias, spec, padding=1), _IntLinear(b[3].weight, b[3].bias, spec))
                        for b in net.blocks]
         self.out = _IntLinear(net.out.weight, net.out.bias, spec)
+        self.to(device, conv)
+
+    def to(self, device: torch.device | str | None = None, conv: str | None = None) -> "IntContextNet":
+        """As :meth:`IntUNet.to`."""
+        self.device, self.conv = _place_all([self.gelu, self.inp, self.blocks, self.out], device, conv)
+        return self
 
     @torch.no_grad()
     def __call__(self, xhat: torch.Tensor, y: torch.Tensor, residual: torch.Tensor, known: torch.Tensor,
                  coded: torch.Tensor, log_sigma: torch.Tensor, bins: torch.Tensor | None = None,
                  bin_known: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(δ, λ) as :meth:`ContextNet.forward`, float32, the same bits everywhere."""
-        z = self.inp(stack_inputs(self.config, xhat, y, residual, known, coded, log_sigma, bins, bin_known).float())
-        for conv3, conv1 in self.blocks:
-            z = conv1(self.gelu(conv3(self.gelu(z)))).add_(z)  # IEEE addition commutes: z + block(z)
-        out = self.out(z)
+        """(δ, λ) as :meth:`ContextNet.forward`, float32 on the network's device, the same bits everywhere."""
+        inputs = stack_inputs(self.config, xhat, y, residual, known, coded, log_sigma, bins, bin_known)
+        with exact_float32():
+            z = self.inp(inputs.to(self.device, torch.float32))
+            for conv3, conv1 in self.blocks:
+                z = conv1(self.gelu(conv3(self.gelu(z)))).add_(z)  # IEEE addition commutes: z + block(z)
+            out = self.out(z).contiguous()
         return out[:, :3], out[:, 3:]
