@@ -14,14 +14,9 @@ LOSSY_SUFFIXES = {".jpg", ".jpeg", ".webp", ".gif"}
 
 def _steps_to_decode(header, last_chain_t: int, stop_at_t: int) -> int:
     """How many times the codec reports progress for this decode (mirrors diffcodec.codec.decode)."""
-    from diffcodec.container import chain_position
-
-    last_step = header.num_steps - header.exact_from  # the chain's last coded step; the exact stage follows
-    exact = last_step + 1
-    wanted = exact if stop_at_t == 0 else min(header.num_steps - chain_position(header, stop_at_t), last_step)
-    available = exact if last_chain_t == 0 else header.num_steps - last_chain_t
-    target = min(wanted, available)
-    return min(target, last_step) + 1 + (target == exact)
+    timeline = header.timeline
+    target = min(timeline.step_at_or_above(stop_at_t), timeline.step_of_position(last_chain_t))
+    return min(target, timeline.last_step) + 1 + (target == timeline.exact_step)
 
 
 @click.command("decode")
@@ -60,7 +55,6 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
       diffcodec decode photo.dfc -o sample.png --stop-at-t 300 --reconstruct sample --seed 1 --model run.pt
     """
     from diffcodec.codec import DEFAULT_MAX_PIXELS, check_image_size, decode
-    from diffcodec.container import FLAG_COARSE_TO_FINE, chain_position, paper_timestep
     from diffcodec.errors import DiffcodecError
     from diffcodec.images import save_image
 
@@ -80,19 +74,20 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
             common.note(f"--max-bytes {max_bytes}: decoding the first {describe(dfc)['total_bytes']} bytes of {input}, "
                         f"{len(dfc.points)} of its truncation points")
     h = dfc.header
+    timeline = h.timeline
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None)
     check_image_size(h, limit)  # before the model is loaded or anything allocated
     common.check_stop_at_t(stop_at_t, h.schedule_steps)
     cut, lost = dfc.cut, f"{dfc.points_lost} truncation point{'s' if dfc.points_lost != 1 else ''} lost"
+    aim = timeline.paper_t_of_step(timeline.step_at_or_above(stop_at_t))  # the coded state --any-state gives (0: x_0)
     between = None  # the file has points below T but none at T: the nearest coded state, where decode stops instead
     if stop_at_t > 0 and not any_state:
         from diffcodec.container import truncate
 
-        kept = truncate(dfc, chain_position(h, stop_at_t))
+        kept = truncate(dfc, timeline.position_at_or_above(stop_at_t))
         if len(kept.points) < len(dfc.points):
-            nearest = paper_timestep(h, max(chain_position(h, stop_at_t), h.exact_from))  # the coded state --any-state gives
-            if paper_timestep(h, kept.points[-1].t) > nearest:
-                between = nearest
+            if timeline.paper_t(kept.points[-1].t) > aim:
+                between = aim
             dfc = kept
     if h.mode == "RGBA" and suffix in {".jpg", ".jpeg"}:
         raise DiffcodecError(f"cannot write {output}: JPEG has no alpha channel and {input} is RGBA; use .png")
@@ -103,7 +98,7 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
     notes = []
     if result.partial is None:
         share = None
-    elif h.flags & FLAG_COARSE_TO_FINE:
+    elif h.profile.coarse_to_fine:
         share = f"x_0 with {100 * result.partial:.0f}% of its coarse-to-fine exact stage (colour bins first)"
     else:
         share = f"x_0 with {100 * result.partial:.0f}% of its subpixels exact"
@@ -113,11 +108,11 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
     elif between is not None:
         notes.append(f"no truncation point at t={stop_at_t}: decoded to t={result.t}, the nearest point above it, as "
                      f"truncate does (--any-state decodes the coded state at t={between})")
-    elif result.t > paper_timestep(h, max(chain_position(h, stop_at_t), h.exact_from if stop_at_t else 0)):  # data ran out
+    elif result.t > aim:  # data ran out
         if cut:
             notes.append(f"{input} is cut short ({lost}): decoded to t={result.t}, its last whole truncation point")
         else:
-            notes.append(f"{input} is truncated at t={paper_timestep(h, dfc.points[-1].t)}: decoded to t={result.t}")
+            notes.append(f"{input} is truncated at t={timeline.paper_t(dfc.points[-1].t)}: decoded to t={result.t}")
     elif cut:
         notes.append(f"{input} is cut short ({lost}), but t={result.t} did not need them")
     if result.complete and suffix in LOSSY_SUFFIXES:

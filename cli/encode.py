@@ -38,7 +38,7 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
       diffcodec encode photo.png -o preview.dfc --stop-at-t 500 --model run.pt
     """
     from diffcodec.codec import encode
-    from diffcodec.container import chain_position, describe, encode_file, paper_timestep, truncate
+    from diffcodec.container import describe, encode_file, truncate
 
     common.check_output(output)
     img = common.load_image(image)
@@ -54,11 +54,12 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
 
     dfc = result.file
     data = result.data
+    timeline = dfc.header.timeline
     if stop_at_t is not None:
-        dfc = truncate(dfc, chain_position(dfc.header, stop_at_t))
+        dfc = truncate(dfc, timeline.position_at_or_above(stop_at_t))
         data = encode_file(dfc)
     common.write_bytes(output, data)
-    t_reached = paper_timestep(dfc.header, dfc.points[-1].t)
+    t_reached = timeline.paper_t(dfc.points[-1].t)
     n = result.num_dims
 
     if as_json:

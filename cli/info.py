@@ -25,12 +25,13 @@ def command(input, as_json):
       diffcodec info photo.dfc
       diffcodec info photo.dfc --json | python -m json.tool
     """
-    from diffcodec.container import describe, paper_timestep
+    from diffcodec.container import describe
 
     dfc = common.read_dfc(input)
     d = describe(dfc)
     h = dfc.header
-    d["coded_steps"] = h.num_steps - h.exact_from + 1  # x_T … x_exact_from: the states the stream codes
+    timeline, profile = h.timeline, h.profile
+    d["coded_steps"] = timeline.last_step + 1  # x_T … x_exact_from: the states the stream codes
     if as_json:
         common.echo_json(d)
         return
@@ -39,21 +40,21 @@ def command(input, as_json):
         state = "complete: the whole file decodes to the exact image"
     else:
         last = d["points"][-1]
-        reach = (f"x_0 with {100 * last['subpixels'] / d['exact_symbols']:.0f}% of its exact stage decoded"
+        reach = (f"x_0 with {100 * profile.partial_share(h, last['subpixels']):.0f}% of its exact stage decoded"
                  if "subpixels" in last else f"t={last['t']}")
         state = (f"cut short: {d['points_lost']} truncation point(s) lost, decodes to {reach}" if d["cut"]
                  else f"truncated: decodes to {reach}")
     click.echo(f"{input}: .dfc version {d['version']}, {d['total_bytes']} bytes, {8 * d['total_bytes'] / dims:.4f} bits/dim")
     click.echo(f"  image     {d['width']}×{d['height']} {d['mode']}")
     click.echo(f"  model     {d['model_id']} (T={d['schedule_steps']})")
-    click.echo(f"  chain     {common.steps_summary(d['coded_steps'], d['num_steps'], paper_timestep(h, h.num_steps), d['exact_from_t'])}"
+    click.echo(f"  chain     {common.steps_summary(d['coded_steps'], d['num_steps'], timeline.paper_t(h.num_steps), d['exact_from_t'])}"
                + (" (coarse-to-fine)" if d["coarse_to_fine"] else ""))
     click.echo(f"  coding    {d['spacing']} spacing, chunk_bits {d['chunk_bits']}, {d['threads']} thread(s)")
     click.echo(f"  state     {state}")
     click.echo(f"  points    {len(d['points'])}")
     click.echo(f"  {'t':>8} {'bytes':>10} {'bits/dim':>9}")
     for p in d["points"]:
-        label = common.point_label(p["t"], p["subpixels"] / d["exact_symbols"] if "subpixels" in p else None)
+        label = common.point_label(p["t"], profile.partial_share(h, p["subpixels"]) if "subpixels" in p else None)
         click.echo(f"  {label:>8} {p['bytes']:>10} {8 * p['bytes'] / dims:>9.4f}")
     if any("subpixels" in p for p in d["points"]):
         click.echo(f"  ({common.COARSE_LEGEND if d['coarse_to_fine'] else common.PARTIAL_LEGEND})")

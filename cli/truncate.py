@@ -32,7 +32,7 @@ def command(input, stop_at_t, max_bytes, output, as_json):
       diffcodec truncate photo.dfc --max-bytes 20000 -o photo-20k.dfc
       diffcodec info photo.dfc        # which t values the file can stop at
     """
-    from diffcodec.container import chain_position, describe, encode_file, fit_bytes, paper_timestep, truncate
+    from diffcodec.container import describe, encode_file, fit_bytes, truncate
     from diffcodec.errors import DiffcodecError
 
     if (stop_at_t is None) == (max_bytes is None):
@@ -40,6 +40,7 @@ def command(input, stop_at_t, max_bytes, output, as_json):
     dfc = common.read_dfc(input)
     common.check_output(output)
     h = dfc.header
+    timeline, profile = h.timeline, h.profile
     before = describe(dfc)
     if max_bytes is not None:
         out = fit_bytes(dfc, max_bytes)
@@ -48,25 +49,23 @@ def command(input, stop_at_t, max_bytes, output, as_json):
                                  f"more than --max-bytes {max_bytes}")
     else:
         common.check_stop_at_t(stop_at_t, h.schedule_steps)
-        out = truncate(dfc, chain_position(h, stop_at_t))
+        out = truncate(dfc, timeline.position_at_or_above(stop_at_t))
     data = encode_file(out)
     common.write_bytes(output, data)
 
-    t_before = paper_timestep(h, dfc.points[-1].t)
-    t_after = paper_timestep(h, out.points[-1].t)
+    t_before = timeline.paper_t(dfc.points[-1].t)
+    t_after = timeline.paper_t(out.points[-1].t)
     if dfc.cut:
         common.note(f"{input} is cut short ({dfc.points_lost} truncation points lost); it reached t={t_before}")
     if stop_at_t is not None and len(out.points) == len(dfc.points) and t_before > stop_at_t:
         common.note(f"{input} already stops at t={t_before}: written unchanged")
     elif stop_at_t is not None and t_after > stop_at_t:
         common.note(f"no truncation point at t={stop_at_t}: stopped at t={t_after}, the nearest point above it")
-    dims = h.width * h.height * {"L": 1, "RGB": 3, "RGBA": 4}[h.mode]
-    label = lambda f: common.point_label(paper_timestep(h, f.points[-1].t),  # noqa: E731
-                                         f.points[-1].subpixels / dims if f.points[-1].partial else None)
+    share = lambda f: profile.partial_share(h, f.points[-1].subpixels) if f.points[-1].partial else None  # noqa: E731
+    label = lambda f: common.point_label(timeline.paper_t(f.points[-1].t), share(f))  # noqa: E731
     if as_json:
         common.echo_json({"input_bytes": before["total_bytes"], "output": str(output), "output_bytes": len(data),
-                          "t": t_after, "points": len(out.points), "complete": out.complete,
-                          "partial": out.points[-1].subpixels / dims if out.points[-1].partial else None})
+                          "t": t_after, "points": len(out.points), "complete": out.complete, "partial": share(out)})
         return
     click.echo(f"{input}: {before['total_bytes']} bytes to t={label(dfc)} -> {output}: {len(data)} bytes to t={label(out)} "
                f"({len(out.points)} of {len(dfc.points)} truncation points)")

@@ -146,20 +146,27 @@ def test_encode_target_gain(work, model, tmp_path):
     assert not (tmp_path / "bad.dfc").exists()
 
 
-def test_coarse_exact_method_end_to_end(work, model, tmp_path):
-    """--exact-method coarse: one line without a coarse-to-fine network; with one, the table's partial points, info and
-    a decode cut after the bins (every subpixel within its bin of 16 levels) and of the whole file."""
+@pytest.fixture(scope="module")
+def coarse_model(work, model) -> Path:
+    """The tiny model with a context network and a coarse-to-fine network (bins of 16 levels)."""
     from diffcodec.models.checkpoint import context_entry, load_model
 
     from conftest import tiny_checkpoint_dict, tiny_context_net
 
+    path = work / "coarse.pt"
+    checkpoint.save_checkpoint(path, {**tiny_checkpoint_dict(load_model(model)), "context": context_entry(tiny_context_net()),
+                                      "coarse_context": context_entry(tiny_context_net(0, 16))})
+    return path
+
+
+def test_coarse_exact_method_end_to_end(work, model, coarse_model, tmp_path):
+    """--exact-method coarse: one line without a coarse-to-fine network; with one, the table's partial points, info and
+    a decode cut after the bins (every subpixel within its bin of 16 levels) and of the whole file."""
     image = work / "coarse.png"
     pixels = random_image(image, 6, 6, "RGB", seed=6)
     assert_one_line_error(run("encode", image, "-o", tmp_path / "x.dfc", "--model", model, "--exact-method", "coarse", *FAST,
                               expect=None), "coarse-to-fine")
-    path = tmp_path / "coarse.pt"
-    checkpoint.save_checkpoint(path, {**tiny_checkpoint_dict(load_model(model)), "context": context_entry(tiny_context_net()),
-                                      "coarse_context": context_entry(tiny_context_net(0, 16))})
+    path = coarse_model
     dfc = tmp_path / "c.dfc"
     table = run("encode", image, "-o", dfc, "--model", path, "--exact-method", "coarse", "--points", "99", *FAST)
     assert "coarse-to-fine exact stage" in table.stdout and "0 (50%)" in table.stdout  # the bins end halfway
@@ -171,6 +178,35 @@ def test_coarse_exact_method_end_to_end(work, model, tmp_path):
     assert np.array_equal(read_pixels(tmp_path / "bins.png") // 16, pixels // 16)
     run("decode", dfc, "-o", tmp_path / "all.png", "--model", path)
     assert np.array_equal(read_pixels(tmp_path / "all.png"), pixels)
+
+
+def test_every_verb_gives_a_partial_point_the_same_share(work, coarse_model, tmp_path):
+    """A point inside a coarse-to-fine exact stage: encode, info, truncate --max-bytes and decode give one share.
+
+    Its count includes each colour subpixel's bin; `truncate` divided it by the subpixels alone and printed
+    "t=0 (183%)" where `info` printed 92%.
+    """
+    image = work / "coarse.png"
+    pixels = random_image(image, 6, 6, "RGB", seed=6)
+    dfc = tmp_path / "c.dfc"
+    encoded = last_json(run("encode", image, "-o", dfc, "--model", coarse_model, "--exact-method", "coarse", "--points", "99",
+                            "--json", *FAST))
+    info = last_json(run("info", dfc, "--json"))
+    assert info["exact_symbols"] == 2 * pixels.size  # a bin and an offset per subpixel
+    shares = [s["partial"] for s in encoded["steps"] if "partial" in s]
+    points = [p for p in info["points"] if "subpixels" in p]
+    assert [p["subpixels"] / info["exact_symbols"] for p in points] == pytest.approx(shares) and len(points) == 11
+    for k, p in enumerate(info["points"], start=1):
+        if "subpixels" not in p:
+            continue
+        share = p["subpixels"] / info["exact_symbols"]
+        human = run("truncate", dfc, "--max-bytes", p["bytes"], "-o", tmp_path / "cut.dfc").stdout
+        assert human.strip().endswith(f"to t=0 ({100 * share:.0f}%) ({k} of {len(info['points'])} truncation points)"), human
+        cut = last_json(run("truncate", dfc, "--max-bytes", p["bytes"], "-o", tmp_path / "cut.dfc", "--json"))
+        assert cut["partial"] == share
+        assert f"{100 * share:.0f}% of its exact stage decoded" in run("info", tmp_path / "cut.dfc").stdout
+        decoded = last_json(run("decode", tmp_path / "cut.dfc", "-o", tmp_path / "cut.png", "--model", coarse_model, "--json"))
+        assert decoded["partial"] == share and f"{100 * share:.0f}%" in decoded["notes"][0]
 
 
 def test_encode_human_table(encoded, work, model):
