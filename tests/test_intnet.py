@@ -8,7 +8,8 @@ import torch
 from torch.nn import functional as F
 
 from diffcodec.models.context_net import ContextNet, ContextNetConfig
-from diffcodec.models.intnet import IntContextNet, IntSpec, IntUNet, _IntLinear, _quantize_per_image
+from diffcodec.models.intnet import (IntContextNet, IntSpec, IntUNet, _IntLinear, _quantize_per_image, exact_float32,
+                                     float32_is_exact)
 from diffcodec.models.unet import UNet, UNetConfig
 
 from other_cpus import OTHER_CPUS, run_digest
@@ -140,6 +141,121 @@ def test_int_context_net_close_to_float():
             assert float((o - r).pow(2).mean().sqrt() / r.pow(2).mean().sqrt()) < 0.02
 
 
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """A float32 tensor's bit patterns (so that -0.0 and 0.0, or two NaNs, compare as what they are)."""
+    return t.detach().cpu().contiguous().view(torch.int32)
+
+
+def _assert_same_bits(a, b):
+    a, b = (a, b) if isinstance(a, tuple) else ((a,), (b,))
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.dtype == y.dtype == torch.float32 and x.shape == y.shape
+        assert torch.equal(_bits(x), _bits(y))
+
+
+def _context_inputs(batch: int, bin_width: int, seed: int = 2):
+    g = torch.Generator().manual_seed(seed)
+    parts = [torch.randn(batch, 3, 16, 16, generator=g) for _ in range(3)]
+    parts += [(torch.rand(batch, 3, 16, 16, generator=g) > 0.5).float(), (torch.rand(batch, 3, 16, 16, generator=g) > 0.5).float(),
+              torch.randn(batch, generator=g)]
+    if bin_width:
+        parts += [torch.randn(batch, 3, 16, 16, generator=g), (torch.rand(batch, 3, 16, 16, generator=g) > 0.5).float()]
+    return parts
+
+
+@pytest.mark.parametrize("arithmetic", [1, 2])
+def test_gemm_path_is_bit_identical(unet, arithmetic):
+    """conv="gemm" (im2col + float32 GEMMs and the device code throughout: what runs on a GPU) gives the CPU path's bits."""
+    spec = IntSpec(arithmetic=arithmetic)
+    fast, gemm = IntUNet(unet, spec), IntUNet(unet, spec, conv="gemm")
+    assert fast.conv in ("onednn", "gemm") and gemm.conv == "gemm"
+    for batch, t in ((1, 999), (3, 300), (2, 0)):
+        x = _inputs(batch, seed=batch)
+        _assert_same_bits(fast(x, torch.full((batch,), t)), gemm(x, torch.full((batch,), t)))
+    x = _inputs(2)[:, :, 8:24, 4:28]  # another tile size: 16×24
+    _assert_same_bits(fast(x, torch.full((2,), 40)), gemm(x, torch.full((2,), 40)))
+    for bin_width in (0, 16):
+        net = _randomized(ContextNet(ContextNetConfig(width=16, blocks=2, bin_width=bin_width)), 1)
+        cspec = IntSpec(weight_max=1023, arithmetic=arithmetic)
+        a, b = IntContextNet(net, cspec), IntContextNet(net, cspec, conv="gemm")
+        for batch in (1, 3):
+            parts = _context_inputs(batch, bin_width)
+            _assert_same_bits(a(*parts), b(*parts))
+
+
+def test_gemm_path_is_bit_identical_for_the_shipped_networks():
+    from diffcodec.models.checkpoint import CONTEXT_INT_SPEC, UNET_INT_SPEC, CheckpointError, load_model
+    try:
+        model = load_model()
+    except CheckpointError:
+        pytest.skip("no shipped model")
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 32, 32, generator=g)
+    fast, gemm = IntUNet(model.net, UNET_INT_SPEC), IntUNet(model.net, UNET_INT_SPEC, conv="gemm")
+    _assert_same_bits(fast(x, torch.full((2,), 150)), gemm(x, torch.full((2,), 150)))
+    ctx = [IntContextNet(model.context, CONTEXT_INT_SPEC, conv=c) for c in (None, "gemm")]
+    parts = _context_inputs(2, 0, seed=8)
+    parts = [torch.nn.functional.interpolate(p, size=(32, 32)) if p.dim() == 4 else p for p in parts]
+    _assert_same_bits(ctx[0](*parts), ctx[1](*parts))
+
+
+def test_to_moves_and_switches_paths(unet):
+    net, x, t = IntUNet(unet), _inputs(2), torch.full((2,), 500)
+    reference = net(x, t)
+    assert net.to("cpu", conv="gemm") is net and net.conv == "gemm" and net.device == torch.device("cpu")
+    _assert_same_bits(net(x, t), reference)
+    net.to()
+    _assert_same_bits(net(x, t), reference)
+    with pytest.raises(ValueError):
+        net.to("cpu", conv="winograd")
+
+
+def test_exact_float32_overrides_reduced_precision_and_restores_it(unet):
+    """Float32 matmuls in bf16 ("medium" precision: oneDNN on CPUs with bf16) would round the context networks' 10-bit
+    weights; the networks run with IEEE float32 anyway, and the caller's setting is given back."""
+    net = _randomized(ContextNet(ContextNetConfig(width=16, blocks=2)), 1)
+    ints, parts = IntContextNet(net, IntSpec(weight_max=1023), conv="gemm"), _context_inputs(2, 0)
+    unet_ints, x, t = IntUNet(unet, conv="gemm"), _inputs(2), torch.full((2,), 700)
+    reference, unet_reference = ints(*parts), unet_ints(x, t)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert not float32_is_exact()
+        _assert_same_bits(ints(*parts), reference)
+        _assert_same_bits(unet_ints(x, t), unet_reference)
+        with exact_float32():
+            assert float32_is_exact()
+            with exact_float32():  # re-entrant
+                assert float32_is_exact()
+            assert float32_is_exact()
+        assert not float32_is_exact() and torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_cuda_gives_the_cpu_bits(unet):
+    """On a GPU (GEMM convolutions, TF32 off even if the caller turned it on): the CPU's bits."""
+    x, t = _inputs(3), torch.full((3,), 250)
+    reference = IntUNet(unet)(x, t)
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        gpu = IntUNet(unet, device="cuda")
+        out = gpu(x.cuda(), t.cuda())
+        assert out.device.type == "cuda"
+        _assert_same_bits(out, reference)
+        _assert_same_bits(IntUNet(unet).to("cuda")(x, t), reference)  # CPU inputs are moved
+        net = _randomized(ContextNet(ContextNetConfig(width=16, blocks=2, bin_width=16)), 1)
+        parts = _context_inputs(2, 16)
+        _assert_same_bits(IntContextNet(net, IntSpec(weight_max=1023), device="cuda")(*[p.cuda() for p in parts]),
+                          IntContextNet(net, IntSpec(weight_max=1023))(*parts))
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)  # given back
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
 _DIGEST_SCRIPT = """
 import hashlib, torch
 from test_intnet import TINY, _inputs, _randomized
@@ -147,14 +263,15 @@ from diffcodec.models.context_net import ContextNet, ContextNetConfig
 from diffcodec.models.intnet import IntContextNet, IntUNet
 from diffcodec.models.unet import UNet
 torch.manual_seed(0)
-net = IntUNet(_randomized(UNet(TINY), 0))
 h = hashlib.sha256()
-for t in (999, 300, 0):
-    h.update(net(_inputs(2), torch.full((2,), t)).numpy().tobytes())
-ctx = IntContextNet(_randomized(ContextNet(ContextNetConfig(width=16, blocks=2)), 1))
-x = _inputs(2, seed=5)
-for out in ctx(x, x * 0.5, x * 2.0, torch.ones_like(x), torch.zeros_like(x), torch.tensor([-1.0, 2.0])):
-    h.update(out.numpy().tobytes())
+for conv in (None, "gemm"):  # oneDNN's convolutions, and im2col + GEMMs (the device path)
+    net = IntUNet(_randomized(UNet(TINY), 0), conv=conv)
+    for t in (999, 300, 0):
+        h.update(net(_inputs(2), torch.full((2,), t)).numpy().tobytes())
+    ctx = IntContextNet(_randomized(ContextNet(ContextNetConfig(width=16, blocks=2)), 1), conv=conv)
+    x = _inputs(2, seed=5)
+    for out in ctx(x, x * 0.5, x * 2.0, torch.ones_like(x), torch.zeros_like(x), torch.tensor([-1.0, 2.0])):
+        h.update(out.numpy().tobytes())
 print(h.hexdigest())
 """
 
