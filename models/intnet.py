@@ -42,8 +42,7 @@ im2col and one float32 GEMM (``conv="gemm"``), never F.conv2d (which may pick NN
 Winograd/FFT kernels: not exact).  ``IntUNet(net, spec, device=...)`` or ``.to(device)`` moves a
 network to any torch device; off the CPU it runs the GEMM path, every division by a constant is by a
 tensor on that device (CUDA divides by a host scalar as a product with its reciprocal), and every
-call runs under :func:`exact_float32` (TF32 and reduced-precision float32 matmul off).  On the CPU,
-GroupNorm's per-group arithmetic runs in numpy (the same IEEE operations, cheaper at these sizes);
+call runs under :func:`exact_float32` (TF32 and reduced-precision float32 matmul off).
 ``conv="gemm"`` on the CPU runs the device code throughout, so tests compare the two paths.
 """
 
@@ -55,7 +54,6 @@ import platform
 import threading
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -162,10 +160,11 @@ def _quantize_per_image(x: torch.Tensor, levels: int, per_channel: bool = False)
     rounded.  An all-zero image gets a tiny scale and quantizes to zeros.
     """
     dims = tuple(range(2 if per_channel else 1, x.dim()))
-    scale = x.abs().amax(dim=dims, keepdim=True).clamp_min_(1e-30).div_(_const(levels, x))
+    q = x.abs()
+    scale = q.amax(dim=dims, keepdim=True).clamp_min_(1e-30).div_(_const(levels, x))
     # No clamp needed: with scale = fl(m/levels) for m = max|x| (a normal number), |x|/scale ≤ levels·(1 + 2^−23)
-    # before rounding, which rounds to at most levels for levels ≤ 2^20.
-    return torch.div(x, scale).round_(), scale
+    # before rounding, which rounds to at most levels for levels ≤ 2^20.  (|x|'s memory, still in cache, takes q.)
+    return torch.div(x, scale, out=q).round_(), scale
 
 
 class _IntLinear:
@@ -407,11 +406,6 @@ class _IntGroupNorm:
 
     def _place(self, device: torch.device, portable: bool) -> None:
         self.weight, self.bias = self.weight.to(device), self.bias.to(device)
-        # On the CPU the per-group arithmetic (a few dozen numbers) runs in numpy: the same IEEE operations in the
-        # same order, without torch's per-operation overhead.
-        self._numpy = device.type == "cpu" and not portable
-        if self._numpy:
-            self._weight_np, self._bias_np = self.weight.reshape(-1).numpy(), self.bias.reshape(-1).numpy()
 
     def _sums(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """(Σq, Σq², scale, n) of x quantized to ±levels per image: the sums float64 per image and group (B, G), or per
@@ -440,15 +434,9 @@ class _IntGroupNorm:
         the affine map to ``table``'s index."""
         s1, s2, scale, n = self._sums(x)
         b, c = x.shape[:2]
-        if self._numpy:
-            s1, s2 = s1.numpy(), s2.numpy()
-            if s1.shape[1] != self.groups:  # per channel: per group (exact integer sums)
-                s1, s2 = s1.reshape(b, self.groups, -1).sum(axis=-1), s2.reshape(b, self.groups, -1).sum(axis=-1)
-            a, b_ = _group_norm_affine_numpy(s1, s2, scale.reshape(-1).numpy(), n, self.eps, self._weight_np, self._bias_np, table)
-            return torch.from_numpy(a).view(b, c, 1, 1), torch.from_numpy(b_).view(b, c, 1, 1)
-        if s1.shape[1] != self.groups:
+        if s1.shape[1] != self.groups:  # per channel: per group (exact integer sums)
             s1, s2 = s1.view(b, self.groups, -1).sum(dim=-1), s2.view(b, self.groups, -1).sum(dim=-1)
-        # The same operations as _group_norm_affine_numpy, in torch (any device).
+        # s1 / n, s2 / n − mean²: IEEE operations one at a time, on both sums at once where they are alike.
         m = torch.stack([s1, s2]).div_(_const(float(n), s1))
         mean_q = m[0]
         var_q = m[1].sub_(mean_q * mean_q).clamp_min_(0.0)
@@ -478,27 +466,6 @@ class _IntGroupNorm:
         a, b = self.affine(x, table)
         idx = (x * a).add_(b).round_().clamp_(0, table.last)  # a product, then a sum: two roundings, as x·a + b
         return _lookup(table.values, idx)
-
-
-def _group_norm_affine_numpy(s1: np.ndarray, s2: np.ndarray, scale: np.ndarray, n: int, eps: float, weight: np.ndarray,
-                             bias: np.ndarray, table: "_Table | None") -> tuple[np.ndarray, np.ndarray]:
-    """GroupNorm's (a, b) per image and channel, float32 (B, C), from the exact sums: the IEEE operations of
-    _IntGroupNorm.affine's torch code, in its order (numpy computes each one correctly rounded, in float64 or
-    float32 as torch does, and fuses none)."""
-    bsz, groups = s1.shape
-    n_ = np.float64(n)
-    mean_q = s1 / n_
-    var_q = np.maximum(s2 / n_ - mean_q * mean_q, 0.0)  # (a zero's sign cannot matter: ε is added next)
-    sc = scale.astype(np.float64)[:, None]
-    mean = (mean_q * sc).astype(np.float32)[:, :, None]  # (B, G, 1): broadcast over the group's channels below,
-    inv = np.reciprocal(np.sqrt(var_q * (sc * sc) + np.float64(eps))).astype(np.float32)[:, :, None]  # as a repeat would
-    a = inv * weight.reshape(groups, -1)  # (B, G, C/G)
-    b = bias.reshape(groups, -1) - mean * a
-    if table is not None:
-        step = np.float32(table.step_inv)
-        a = a * step
-        b = b * step + np.float32(table.half)
-    return a.reshape(bsz, -1), b.reshape(bsz, -1)
 
 
 class _IntResBlock:
