@@ -325,8 +325,8 @@ class LinearWeights:
         The features, computed here from the whole image, are kept for the stages (a decoder computes the
         same numbers from the residuals it holds: the features read only those).
         """
-        layout, mu, g = self.layout, self.context_mu(state), self.group
-        residual = [xi.astype(np.float64) - m for xi, m in zip(state.truth[g:], mu)]
+        layout, g = self.layout, self.group
+        residual = [xi.astype(np.float64) - m for xi, m in zip(state.truth[g:], state.context.mu[g:])]
         default = layout.default_weights()
         fitted, gain, cost = [], 0.0, 0
         for k, (stage, q_default) in enumerate(zip(layout.stages, default)):
@@ -345,9 +345,6 @@ class LinearWeights:
             cost += WEIGHT_BITS * len(q)
         explicit = gain > cost
         return (tuple(fitted), cost, tuple(fitted)) if explicit else (None, cost, default)
-
-    def context_mu(self, state: ExactState) -> list[np.ndarray]:
-        return state.context.mu[self.group:]
 
     def code(self, coder, state: ExactState) -> None:
         coder.linear_weights(self, state)

@@ -56,7 +56,7 @@ def known_flags(version: int) -> int:
 HEADER_CHECK_INIT = 0xFFFF  # CRC-16/CCITT-FALSE via binascii.crc_hqx, over magic through image_crc32
 STATE_CHECK_INIT = 0xFFFF  # a point's check: crc_hqx over the payload prefix, then over the decoder's state
 
-# ---- The chain steps (docs/codec.md, "Stream order" and "Channel simulation") -------------------
+# ---- The chain's steps ----------------------------------------------------------------------
 
 STREAM_SEED = 0x444643  # mixed into every shared-randomness key of the stream (rng.stream_key)
 CHUNK_KEY = 0xA5  # stream_key(STREAM_SEED, step, CHUNK_KEY): the step's random partition into chunks
