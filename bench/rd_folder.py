@@ -14,6 +14,7 @@ error, not silently mixed).  Each file is also decoded and checked to be the exa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -37,17 +38,23 @@ def main() -> None:
     ap.add_argument("--search-threads", type=int, default=None, help="PFR search threads (does not change the files)")
     ap.add_argument("--model", default=None)
     ap.add_argument("--cache", required=True, help="JSON lines, one per image; reused when rerun")
+    ap.add_argument("--point-t-ratio", type=float, default=None,
+                    help="the automatic table's grid in t (default: the codec's; inf: no grid, the rule before it)")
     ap.add_argument("--csv", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
     model = load_model(args.model)
     config = CodecConfig(exact_method=args.exact_method, search_threads=args.search_threads)
+    if args.point_t_ratio is not None:
+        config = dataclasses.replace(config, point_t_ratio=args.point_t_ratio)
     # The identity version-5 files carry: the float weights and the integer rules (IntSpec, arithmetic), so a
     # cache made under other integer rules is refused instead of mixed in.
     net = model.integer()
     identity = net.coarse_identity if args.exact_method == "coarse" else net.codec_identity
     settings = {"exact_method": args.exact_method, "model": identity.hex()[:16]}
+    if args.point_t_ratio is not None:
+        settings["point_t_ratio"] = args.point_t_ratio
     files = list_images(args.data)[: args.limit]
     cache = Path(args.cache)
     done: dict[str, dict] = {}

@@ -78,6 +78,13 @@ def check_image_size(header: StreamHeader, max_pixels: int | None = DEFAULT_MAX_
                                  f"the limit of {max_pixels:,}: a decompression bomb, unless you trust it and raise the limit")
 
 
+# The automatic table gives every lossy state x_t a point within this factor of t: the lossy points, from x_T
+# down, are each the lowest coded state with t ≥ (the previous point's t) / POINT_T_RATIO, so
+# `truncate --stop-at-t T` reaches a state with t < POINT_T_RATIO · T (or the chain's next state, where the
+# chain itself is coarser) on every image size.  Measured in docs/codec.md ("Where a file can be cut").
+POINT_T_RATIO = 1.5
+
+
 @dataclass(frozen=True)
 class CodecConfig:
     """Encoder settings.  ``steps`` and ``chunk_bits`` are written to the stream; the rest only shape the search."""
@@ -93,6 +100,9 @@ class CodecConfig:
     # the chosen indices do not depend on it, so it is not written to the stream.
     search_threads: int | None = None
     points: int | None = None  # truncation points in the file (None: automatic)
+    # The automatic table's grid in t (POINT_T_RATIO); math.inf: no grid, the rule before it (x_T, the last
+    # lossy state, the exact image and points for ~1% of the payload; bench/results/rd_cifar500_v5_oldtable.json).
+    point_t_ratio: float = POINT_T_RATIO
     batch_size: int = 64
     exact_from_t: int | None = None  # paper t the exact stage starts from (None: the encoder picks the cheapest)
     # Truncated PFR pulls its sample toward p (fidelity ~0.9), so later steps must resend what it missed.
@@ -247,11 +257,6 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 
-# The automatic table gives every lossy state x_t a point within this factor of t: the lossy points, from x_T
-# down, are each the lowest coded state with t ≥ (the previous point's t) / POINT_T_RATIO, so
-# `truncate --stop-at-t T` reaches a state with t < POINT_T_RATIO · T (or the chain's next state, where the
-# chain itself is coarser) on every image size.  Measured in docs/codec.md ("Where a file can be cut").
-POINT_T_RATIO = 1.5
 
 
 def _choose_points(marks: list[int], requested: int | None, lossy: int | None = None, ts: list[int] | None = None,
@@ -603,7 +608,8 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
                   + [_Candidate(0, ahead(m), exact_seq[:done].astype(np.float32), done) for done, m in w.partials]
                   + [_Candidate(0, len(words), image.exact_symbols.astype(np.float32))])
     reports = search.reports[: stop + 1]
-    point_rows = _choose_points([c.end_word for c in candidates], config.points, lossy=stop + 1, ts=[r.t for r in reports])
+    point_rows = _choose_points([c.end_word for c in candidates], config.points, lossy=stop + 1, ts=[r.t for r in reports],
+                                ratio=config.point_t_ratio)
     partial = any(candidates[s].subpixels for s in point_rows)
     profile = StreamProfile.for_writing(partial_points=partial, coarse_to_fine=kind == ExactKind.COARSE)
     header = StreamHeader(

@@ -49,3 +49,18 @@ def test_cut_default_file_decodes_near_each_t_and_improves(tmp_path, one_torch_t
     assert all(a > b for a, b in zip(rmses, rmses[1:])), rmses
     assert all(a < b for a, b in zip(sizes, sizes[1:])), sizes
     assert rmses[0] < 80  # t = 1000 is the average image, not saturated noise (RMSE 139 before issue 20)
+
+
+def test_point_t_ratio_inf_is_the_table_rule_before_the_grid():
+    # CodecConfig(point_t_ratio=math.inf) reproduces the table before issue 20's grid (what
+    # bench/results/rd_cifar500_v5_oldtable.json measures); the grid adds points at high t.
+    import math
+
+    from diffcodec.codec import _choose_points
+
+    marks = list(range(10, 500, 10))  # 49 candidates: 40 lossy states, 8 partial points, the exact image
+    ts = [1000 - 24 * i for i in range(40)]
+    without = _choose_points(marks, None, lossy=40, ts=ts, ratio=math.inf)
+    assert without == _choose_points(marks, None, lossy=40, ts=None)
+    grid = _choose_points(marks, None, lossy=40, ts=ts)
+    assert len(grid) > len(without)
