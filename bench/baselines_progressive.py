@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -32,20 +31,12 @@ from pathlib import Path
 from diffcodec import baselines
 from diffcodec.errors import DiffcodecError
 from diffcodec.images import IMAGE_SUFFIXES, load_image
+from diffcodec.rdcurve import rmse_at_rate
 
 FAMILIES = ("hevc444", "hevc420", "j2k-layers", "jpeg-prog-q75", "jpeg-prog-q95")
 RATES = (0.12, 0.18, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
 RESULTS = Path(__file__).resolve().parent / "results"
 
-
-def interpolate_rmse(curve: list[tuple[float, float]], rate: float) -> float | None:
-    """RMSE at ``rate`` by linear interpolation in log-rate between the curve's points (None outside them)."""
-    points = sorted(curve)
-    for (r0, e0), (r1, e1) in zip(points, points[1:]):
-        if r0 <= rate <= r1 and r1 > r0:
-            w = (math.log(rate) - math.log(r0)) / (math.log(r1) - math.log(r0))
-            return e0 + w * (e1 - e0)
-    return None
 
 
 def reference_curves(n_images: int) -> dict[str, list[list[tuple[float, float]]]]:
@@ -87,13 +78,13 @@ def tables(curves: dict[str, list[dict]], n_images: int) -> dict:
         lines[label] = [(r["rate_bpd"], r["rmse"]) for r in rows]
         if family.startswith("hevc"):
             lines[family + ", raw size"] = [(r["raw_rate_bpd"], r["rmse"]) for r in rows]
-    interpolated = {label: [interpolate_rmse(c, rate) for rate in RATES] for label, c in lines.items()}
+    interpolated = {label: [rmse_at_rate(c, rate) for rate in RATES] for label, c in lines.items()}
     step = {label: [step_rmse(c, rate) for rate in RATES] for label, c in lines.items() if label in PROGRESSIVE}
     # Earlier results, when they were measured on as many images (the same ones when --data and --limit match theirs).
     for label, group in reference_curves(n_images).items():
         cells = []
         for rate in RATES:
-            found = [e for e in (interpolate_rmse(c, rate) for c in group) if e is not None]
+            found = [e for e in (rmse_at_rate(c, rate) for c in group) if e is not None]
             cells.append(min(found) if found else None)
         interpolated[label] = cells
         if label.startswith("diffcodec"):

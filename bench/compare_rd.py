@@ -13,18 +13,10 @@ import argparse
 import json
 import math
 from pathlib import Path
+from diffcodec.rdcurve import rmse_at_rate
 
 RATES = (0.12, 0.18, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
 
-
-def interpolate_rmse(curve: list[tuple[float, float]], rate: float) -> float | None:
-    """RMSE at ``rate`` by linear interpolation in log-rate between the curve's points (None outside them)."""
-    pts = sorted(curve)
-    for (r0, e0), (r1, e1) in zip(pts, pts[1:]):
-        if r0 <= rate <= r1 and r1 > r0:
-            w = (math.log(rate) - math.log(r0)) / (math.log(r1) - math.log(r0))
-            return e0 + w * (e1 - e0)
-    return None
 
 
 def lossy_curve(run: dict) -> list[tuple[float, float]]:
@@ -42,7 +34,7 @@ def main() -> None:
     runs = [json.loads(p.read_text()) for p in (args.base, args.other)]
     if runs[0]["images"] != runs[1]["images"]:
         raise SystemExit(f"different image counts: {runs[0]['images']} vs {runs[1]['images']}")
-    table = {str(p): [interpolate_rmse(lossy_curve(r), rate) for rate in RATES] for p, r in zip((args.base, args.other), runs)}
+    table = {str(p): [rmse_at_rate(lossy_curve(r), rate) for rate in RATES] for p, r in zip((args.base, args.other), runs)}
     a, b = table.values()
     ratios = [None if x is None or y is None else y / x for x, y in zip(a, b)]
     lossless = [r.get("lossless_bpd", math.nan) for r in runs]

@@ -29,19 +29,12 @@ import numpy as np
 from diffcodec.codec import CodecConfig, encode
 from diffcodec.container import FLAG_PARTIAL_POINTS, TruncationPoint, head_size
 from diffcodec.models.checkpoint import load_model
-from diffcodec.rdcurve import RDAccumulator
+from diffcodec.rdcurve import RDAccumulator, rmse_at_rate
+
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-train-lossless-4000.npy"
 RATES = (0.08, 0.1, 0.12, 0.18, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)
 
-
-def interpolate(curve: list[tuple[float, float]], rate: float) -> float | None:
-    pts = sorted(curve)
-    for (r0, e0), (r1, e1) in zip(pts, pts[1:]):
-        if r0 <= rate <= r1 and r1 > r0:
-            w = (math.log(rate) - math.log(r0)) / (math.log(r1) - math.log(r0))
-            return e0 + w * (e1 - e0)
-    return None
 
 
 def lean_bits(res, step_index: int) -> int:
@@ -100,7 +93,7 @@ def main() -> None:
         for steps in per_image:
             acc.add(steps, dims // len(per_image))
         pooled = [(p.rate_bpd, p.rmse) for p in acc.curve().points if p.rmse > 0]
-        table[name] = [interpolate(pooled, r) for r in RATES]
+        table[name] = [rmse_at_rate(pooled, r) for r in RATES]
     out = {"command": "python bench/cut_tables.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
                                                               if k not in ("data", "out")),
            "images": len(index), "rates": RATES, "rmse": table,

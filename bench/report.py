@@ -10,6 +10,7 @@ import json
 import math
 import statistics
 from pathlib import Path
+from diffcodec.rdcurve import rmse_at_rate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -27,15 +28,6 @@ def read_csv(path: Path) -> list[dict]:
     with open(path) as f:
         return list(csv.DictReader(f))
 
-
-def interpolate_rmse(curve: list[tuple[float, float]], rate: float) -> float | None:
-    """RMSE of a baseline at ``rate`` by linear interpolation in log-rate (None outside its range)."""
-    pts = sorted(curve)
-    for (r0, e0), (r1, e1) in zip(pts, pts[1:]):
-        if r0 <= rate <= r1 and r1 > r0:
-            w = (math.log(rate) - math.log(r0)) / (math.log(r1) - math.log(r0))
-            return e0 + w * (e1 - e0)
-    return None
 
 
 def point_label(t, partial) -> str:
@@ -90,7 +82,7 @@ def main() -> None:
             rate, rmse = float(r["rate_bpd"]), float(r["rmse"])
             cells = []
             for f in families:
-                e = interpolate_rmse(curves[f], rate)
+                e = rmse_at_rate(curves[f], rate)
                 cells.append("–" if e is None else f"{e:.2f}")
             psnr = "∞" if rmse == 0 else f"{20 * math.log10(255 / rmse):.2f}"
             print(f"| {point_label(r['t'], r.get('partial'))} | {rate:.3f} | {rmse:.2f} | {psnr} | " + " | ".join(cells) + " |")
@@ -108,7 +100,7 @@ def main() -> None:
                 below = [float(r["rmse"]) for r in curve if 0 < float(r["rate_bpd"]) <= rate]
                 cells.append(f"{min(below):.2f}" if below else "–")
             for f in families:
-                e = interpolate_rmse(curves[f], rate)
+                e = rmse_at_rate(curves[f], rate)
                 cells.append("–" if e is None else f"{e:.2f}")
             print(f"| {rate:.2f} | " + " | ".join(cells) + " |")
         for curve, what in ((coarse, "coarse-to-fine"), (full, "whole chain's")):
@@ -194,7 +186,7 @@ def fixed_rate_table_500(data: dict, label: str = "diffcodec (default)", source:
         below = [p["rmse"] for p in points if 0 < p["rate_bpd"] <= rate]
         cells = [f"{min(below):.2f}" if below else "–"]
         for f in curves:
-            e = interpolate_rmse(curves[f], rate)
+            e = rmse_at_rate(curves[f], rate)
             cells.append("–" if e is None else f"{e:.2f}")
         print(f"| {rate:.2f} | " + " | ".join(cells) + " |")
     print(f"\n(Lossless: {data['lossless_bpd']:.3f} bits/dim, every file exact: {data['all_exact']}; exact stage per image: "
@@ -229,7 +221,7 @@ def photo_rd_table(data: dict, crop: int) -> None:
     for p in shown[::step] + ([shown[-1]] if shown[-1] not in shown[::step] else []):
         cells = []
         for f in families:
-            e = interpolate_rmse(curves[f], p["rate_bpd"])
+            e = rmse_at_rate(curves[f], p["rate_bpd"])
             cells.append("–" if e is None else f"{e:.2f}")
         psnr = "∞" if p["rmse"] == 0 else f"{20 * math.log10(255 / p['rmse']):.2f}"
         print(f"| {point_label(p['t'], p.get('partial'))} | {3 * p['rate_bpd']:.3f} | {p['rmse']:.2f} | {psnr} | " + " | ".join(cells) + " |")

@@ -49,6 +49,19 @@ def psnr_from_rmse(rmse: float) -> float | None:
     return 20.0 * math.log10(255.0 / rmse) if rmse > 0 else None
 
 
+def rmse_at_rate(curve: Iterable[tuple[float, float]], rate: float) -> float | None:
+    """RMSE at ``rate`` on a curve of (rate, RMSE) points, linear in log-rate between the two around it.
+
+    None outside the curve's rates: no extrapolation.  How bench/ compares curves at fixed rates.
+    """
+    points = sorted(curve)
+    for (r0, e0), (r1, e1) in zip(points, points[1:]):
+        if r0 <= rate <= r1 and r1 > r0:
+            w = (math.log(rate) - math.log(r0)) / (math.log(r1) - math.log(r0))
+            return e0 + w * (e1 - e0)
+    return None
+
+
 @dataclass(frozen=True)
 class RDPoint:
     """The set's rate and distortion when every stream is cut right after the step reaching ``t``."""

@@ -174,3 +174,12 @@ def test_missing_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
     acc.add(reports([1000, 0], [10, 100], [3.0, 0.0]), num_dims=10)
     with pytest.raises(DiffcodecError, match="pip install matplotlib"):
         rdcurve.plot(acc.curve(), tmp_path / "x.png")
+
+
+def test_rmse_at_rate_is_linear_in_log_rate_and_never_extrapolates():
+    from diffcodec.rdcurve import rmse_at_rate
+
+    curve = [(1.0, 4.0), (0.25, 10.0)]  # unsorted on purpose
+    assert rmse_at_rate(curve, 0.5) == pytest.approx(7.0)  # halfway in log-rate
+    assert rmse_at_rate(curve, 1.0) == 4.0
+    assert rmse_at_rate(curve, 2.0) is None and rmse_at_rate(curve, 0.1) is None
