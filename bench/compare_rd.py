@@ -13,6 +13,7 @@ import argparse
 import json
 import math
 from pathlib import Path
+
 from diffcodec.rdcurve import rmse_at_rate
 
 RATES = (0.12, 0.18, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)

@@ -25,12 +25,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from diffcodec.models.checkpoint import load_model
 
 from diffcodec.codec import CodecConfig, encode
 from diffcodec.container import FLAG_PARTIAL_POINTS, TruncationPoint, head_size
-from diffcodec.models.checkpoint import load_model
 from diffcodec.rdcurve import RDAccumulator, rmse_at_rate
-
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cifar10-train-lossless-4000.npy"
 RATES = (0.08, 0.1, 0.12, 0.18, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0)

@@ -30,6 +30,7 @@ True
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ def rmse_at_rate(curve: Iterable[tuple[float, float]], rate: float) -> float | N
     None outside the curve's rates: no extrapolation.  How bench/ compares curves at fixed rates.
     """
     points = sorted(curve)
-    for (r0, e0), (r1, e1) in zip(points, points[1:]):
+    for (r0, e0), (r1, e1) in itertools.pairwise(points):
         if r0 <= rate <= r1 and r1 > r0:
             w = (math.log(rate) - math.log(r0)) / (math.log(r1) - math.log(r0))
             return e0 + w * (e1 - e0)
