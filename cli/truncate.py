@@ -13,18 +13,23 @@ from .options import debug_option, json_option
 @click.option("--stop-at-t", type=click.IntRange(0), metavar="T", default=None,
               help="Keep the truncation points with t ≥ T: the result decodes to the nearest point at or above T.")
 @click.option("--max-bytes", type=click.IntRange(1), metavar="N", default=None,
-              help="Instead: keep as many truncation points as fit in N bytes (partial points of the exact stage included).")
+              help="Instead: cut at the last truncation point at which the file fits in N bytes (partial points of the exact "
+                   "stage included).")
+@click.option("--every-point", is_flag=True,
+              help="Keep the table rows of the points before the cut too, so that the result can be cut again at them "
+                   "(about 4 bytes each); by default the table lists the point the file ends at alone.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The smaller .dfc file to write.")
 @json_option
 @debug_option
-def command(input, stop_at_t, max_bytes, output, as_json):
+def command(input, stop_at_t, max_bytes, every_point, output, as_json):
     """Cut the .dfc file INPUT down to what decodes to t = T (or fits in N bytes) and write it to OUTPUT.
 
     No model is needed: the file's header maps T to its truncation points. The file
     keeps only the points it has, so the result stops at the nearest point with t ≥ T
-    (`diffcodec info` lists them). With --max-bytes it keeps the longest prefix of
-    points that fits, which may end inside the exact stage (x_0 exact in part). OUTPUT
-    may be INPUT.
+    (`diffcodec info` lists them). With --max-bytes it cuts at the last point that
+    fits, which may be inside the exact stage (x_0 exact in part). The result's table
+    lists the point it ends at alone (the smallest file; that point's check covers
+    everything before it), unless --every-point. OUTPUT may be INPUT.
 
     \b
     Examples:
@@ -43,13 +48,13 @@ def command(input, stop_at_t, max_bytes, output, as_json):
     timeline, profile = h.timeline, h.profile
     before = describe(dfc)
     if max_bytes is not None:
-        out = fit_bytes(dfc, max_bytes)
+        out = fit_bytes(dfc, max_bytes, every_point=every_point)
         if out is None:
             raise DiffcodecError(f"{input}: its first truncation point needs {before['points'][0]['bytes']} bytes, "
                                  f"more than --max-bytes {max_bytes}")
     else:
         common.check_stop_at_t(stop_at_t, h.schedule_steps)
-        out = truncate(dfc, timeline.position_at_or_above(stop_at_t))
+        out = truncate(dfc, timeline.position_at_or_above(stop_at_t), every_point=every_point)
     data = encode_file(out)
     common.write_bytes(output, data)
 
@@ -57,7 +62,8 @@ def command(input, stop_at_t, max_bytes, output, as_json):
     t_after = timeline.paper_t(out.points[-1].t)
     if dfc.cut:
         common.note(f"{input} is cut short ({dfc.points_lost} truncation points lost); it reached t={t_before}")
-    if stop_at_t is not None and len(out.points) == len(dfc.points) and t_before > stop_at_t:
+    k = dfc.points.index(out.points[-1]) + 1  # which of the input's points the result ends at
+    if stop_at_t is not None and k == len(dfc.points) and t_before > stop_at_t:
         common.note(f"{input} already stops at t={t_before}: written unchanged")
     elif stop_at_t is not None and t_after > stop_at_t:
         common.note(f"no truncation point at t={stop_at_t}: stopped at t={t_after}, the nearest point above it")
@@ -65,7 +71,8 @@ def command(input, stop_at_t, max_bytes, output, as_json):
     label = lambda f: common.point_label(timeline.paper_t(f.points[-1].t), share(f))  # noqa: E731
     if as_json:
         common.echo_json({"input_bytes": before["total_bytes"], "output": str(output), "output_bytes": len(data),
-                          "t": t_after, "points": len(out.points), "complete": out.complete, "partial": share(out)})
+                          "t": t_after, "point": k, "points": len(out.points), "complete": out.complete,
+                          "partial": share(out)})
         return
     click.echo(f"{input}: {before['total_bytes']} bytes to t={label(dfc)} -> {output}: {len(data)} bytes to t={label(out)} "
-               f"({len(out.points)} of {len(dfc.points)} truncation points)")
+               f"(truncation point {k} of {len(dfc.points)})")

@@ -42,7 +42,7 @@ from .coders import Reader, StepSymbols, StreamMismatchError, Writer
 from .container import DfcFile, StreamHeader, TruncationPoint, encode_file, head_size, stream_position
 from .diffusion import SPACINGS
 from .errors import DiffcodecError
-from .format import MAX_INDEX_BITS, STREAM_SEED, ExactKind
+from .format import FLAG_PARTIAL_POINTS, MAX_INDEX_BITS, STREAM_SEED, ExactKind
 from .numerics import EXACT
 from .profile import StreamProfile
 from .reconstruct import mean_image
@@ -628,15 +628,15 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
     points = tuple(candidates[s].point(words) for s in point_rows)
     dfc = DfcFile(header=header, points=points, words=words, image_crc32=zlib.crc32(image.pixels.tobytes()))
     data = encode_file(dfc)
-    # Each row's rate is the size of the file truncated right after it: the points before it, one for it, its words.
-    kept: list[TruncationPoint] = []
+    # Each row's rate is the size of the file truncated right after it (container.keep_points): the header, a
+    # table listing that point alone, its words; the last row's is the whole file's.
+    partial_header = dataclasses.replace(header, flags=header.flags | FLAG_PARTIAL_POINTS)
     for s, (report, c) in enumerate(zip(reports, candidates)):
-        report.bits = 8 * (head_size(header, (*kept, c.point()), complete=s == len(candidates) - 1) + 4 * c.end_word)
+        cut_header = partial_header if c.subpixels else header
+        report.bits = 8 * (head_size(cut_header, (c.point(),), complete=False) + 4 * c.end_word)
         report.payload_bits = 32 * c.end_word
-        if s in point_rows:
-            kept.append(points[len(kept)])
-            report.point = True
-    assert reports[-1].bits == 8 * len(data)
+        report.point = s in point_rows
+    reports[-1].bits = 8 * len(data)
     return EncodeResult(data=data, file=dfc, steps=reports, num_dims=int(image.pixels.size),
                         network_evaluations=search.predictions.evaluations, exact_method=kind.name.lower())
 

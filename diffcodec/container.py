@@ -4,7 +4,8 @@ The codec writes one stream of 32-bit words for the whole chain (x_T, each coded
 step, then x_0 losslessly). The container stores those words once, after a
 table saying how many words reach each truncation point, so:
 
-* a smaller file is made by dropping table rows and cutting words (`truncate`);
+* a smaller file is made by cutting words and keeping the table row of the point it ends
+  at (`truncate`);
 * a file cut at any byte still reads up to the last point whose words survived
   (`decode_file` sets ``points_lost``).
 
@@ -48,7 +49,7 @@ __all__ = [  # the format's constants, re-exported for the code that has always 
     "FLAG_COARSE_TO_FINE", "FLAG_PARTIAL_POINTS", "MAGIC", "MAX_SIDE", "MAX_STEPS", "MODEL_ID_BYTES", "MODES",
     "READABLE_VERSIONS", "VERSION", "known_flags", "model_id_bytes",
     "DfcFile", "DfcFormatError", "StreamHeader", "TruncationPoint", "chain_position", "decode_file", "describe",
-    "encode_file", "fit_bytes", "head_size", "keep_points", "paper_timestep", "stream_position", "truncate",
+    "cut_size", "encode_file", "fit_bytes", "head_size", "keep_points", "paper_timestep", "stream_position", "truncate",
 ]
 
 
@@ -401,33 +402,53 @@ def decode_file(data: bytes) -> DfcFile:
 
 # ---- operations -------------------------------------------------------------------------------
 
-def truncate(f: DfcFile, stop_at_t: int) -> DfcFile:
-    """Keep the points with t >= stop_at_t (at least the first) and the words they need.
+def truncate(f: DfcFile, stop_at_t: int, *, every_point: bool = False) -> DfcFile:
+    """Keep the words up to the last point with t >= stop_at_t (at least the first point).
 
-    The result decodes to ``points[-1].t`` of what is kept, which is stop_at_t
-    when the file has a point there, else the nearest coarser point. Asking for
-    a t finer than the file reaches returns the file unchanged (compare
+    The result decodes to that point's t, which is stop_at_t when the file has a
+    point there, else the nearest coarser point; its table lists that point alone
+    (``every_point``: every point up to it, so that the result can be cut again at
+    them, ~4 bytes each; see :func:`keep_points`). Asking for the file's last point
+    or a t finer than the file reaches returns it unchanged (compare
     ``points[-1].t`` to tell). stop_at_t must be in 0..num_steps; 0 keeps every
     point, partial ones included. The result is an ordinary file (``points_lost``
     0), even when `f` was read from a cut one.
     """
     if isinstance(stop_at_t, bool) or not isinstance(stop_at_t, Integral) or not 0 <= stop_at_t <= f.header.num_steps:
         raise DiffcodecError(f"stop_at_t must be an integer in 0..{f.header.num_steps}, got {stop_at_t!r}")
-    return keep_points(f, max(1, sum(p.t >= stop_at_t for p in f.points)))  # t is non-increasing
+    return keep_points(f, max(1, sum(p.t >= stop_at_t for p in f.points)), every_point=every_point)  # t is non-increasing
 
 
-def keep_points(f: DfcFile, n: int) -> DfcFile:
-    """The file cut after its first ``n`` points (1..len(points)): an ordinary, smaller file."""
+def keep_points(f: DfcFile, n: int, *, every_point: bool = False) -> DfcFile:
+    """The file cut after its first ``n`` points (1..len(points)): an ordinary, smaller file.
+
+    Its table lists the n-th point alone: a decoder needs no other row to reach it, and
+    that point's check covers the whole payload prefix and the state it ends at (a wrong
+    earlier step leaves that state wrong too), so dropping the earlier rows loses no
+    protection and saves their bytes (~4 each; at 0.1 bits/dim on 32×32 they were a
+    fifth of the file). ``every_point`` keeps the rows of the points before it too, for
+    a file that is to be cut again. ``n = len(points)`` returns the file's own points.
+    """
     n = _int("n", n, 1, len(f.points))
-    points = f.points[:n]
+    points = f.points[:n] if every_point or n == len(f.points) else f.points[n - 1:n]
     return DfcFile(f.header, points, f.words[:points[-1].end_word], f.image_crc32 if points[-1].exact else None)
 
 
-def fit_bytes(f: DfcFile, max_bytes: int) -> DfcFile | None:
-    """The longest prefix of ``f`` (cut after a truncation point) whose file is at most ``max_bytes``, or None."""
-    sizes = [p["bytes"] for p in describe(f)["points"]]
-    n = sum(s <= max_bytes for s in sizes)  # sizes grow along the points
-    return keep_points(f, n) if n else None
+def cut_size(f: DfcFile, n: int, *, every_point: bool = False) -> int:
+    """Bytes of ``encode_file(keep_points(f, n, every_point=every_point))``, without building it."""
+    n = _int("n", n, 1, len(f.points))
+    points = f.points[:n] if every_point or n == len(f.points) else f.points[n - 1:n]
+    return head_size(f.header, points, points[-1].exact) + 4 * points[-1].end_word
+
+
+def fit_bytes(f: DfcFile, max_bytes: int, *, every_point: bool = False) -> DfcFile | None:
+    """The file cut after the last truncation point at which it is at most ``max_bytes``, or None.
+
+    The cut is :func:`keep_points`'s (its table lists the point it ends at alone, unless
+    ``every_point``).
+    """
+    fits = [n for n in range(1, len(f.points) + 1) if cut_size(f, n, every_point=every_point) <= max_bytes]
+    return keep_points(f, fits[-1], every_point=every_point) if fits else None
 
 
 def paper_timestep(h: StreamHeader, chain_t: int) -> int:
@@ -450,17 +471,14 @@ def describe(f: DfcFile) -> dict[str, Any]:
     """JSON-able summary for ``diffcodec info --json``.
 
     Each point's ``bytes`` is the size of the .dfc file that `truncate` to its t
-    produces; ``total_bytes`` is the size of ``encode_file(f)``.
+    produces (its table listing that point alone; the last point's is the file's own
+    size); ``total_bytes`` is the size of ``encode_file(f)``.
     """
     h = f.header
     timeline, profile = h.timeline, h.profile
-    fixed = len(_header_fields(h)) + 2  # + header check
-    table = 0
     points = []
-    for k, (p, row) in enumerate(zip(f.points, _point_entries(h, f.points)), start=1):
-        table += len(row)
-        size = fixed + len(_varint(k)) + table + (4 if p.exact else 0) + 4 * p.end_word
-        entry = {"t": timeline.paper_t(p.t), "chain_t": p.t, "bytes": size}
+    for k, p in enumerate(f.points, start=1):
+        entry = {"t": timeline.paper_t(p.t), "chain_t": p.t, "bytes": cut_size(f, k)}
         if p.partial:
             entry["subpixels"] = p.subpixels  # the exact stage's symbols decoded, in its coding order
         points.append(entry)

@@ -201,7 +201,7 @@ def test_every_verb_gives_a_partial_point_the_same_share(work, coarse_model, tmp
             continue
         share = p["subpixels"] / info["exact_symbols"]
         human = run("truncate", dfc, "--max-bytes", p["bytes"], "-o", tmp_path / "cut.dfc").stdout
-        assert human.strip().endswith(f"to t=0 ({100 * share:.0f}%) ({k} of {len(info['points'])} truncation points)"), human
+        assert human.strip().endswith(f"to t=0 ({100 * share:.0f}%) (truncation point {k} of {len(info['points'])})"), human
         cut = last_json(run("truncate", dfc, "--max-bytes", p["bytes"], "-o", tmp_path / "cut.dfc", "--json"))
         assert cut["partial"] == share
         assert f"{100 * share:.0f}% of its exact stage decoded" in run("info", tmp_path / "cut.dfc").stdout
@@ -398,6 +398,13 @@ def test_truncate_then_info_shows_fewer_points(encoded, work, monkeypatch):
     assert len(after["points"]) < len(before["points"])
     assert after["points"][-1]["t"] == 501 and not after["complete"]
     assert after["total_bytes"] == out.stat().st_size == before["points"][1]["bytes"]
+    assert len(after["points"]) == 1  # the table lists the point the file ends at alone
+    every = work / "short-every.dfc"
+    run("truncate", encoded["dfc"], "--stop-at-t", 500, "--every-point", "-o", every)
+    again = last_json(run("info", every, "--json"))
+    assert [p["t"] for p in again["points"]] == [p["t"] for p in before["points"][:2]]
+    assert again["points"][-1]["t"] == 501 and every.stat().st_size > out.stat().st_size
+    assert last_json(run("truncate", every, "--stop-at-t", 1000, "-o", work / "again.dfc", "--json"))["t"] == 1000
     human = run("info", out).stdout
     assert "truncated" in human and "20×13 RGB" in human
     again = run("truncate", out, "--stop-at-t", 0, "-o", work / "same.dfc")

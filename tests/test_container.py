@@ -106,7 +106,7 @@ def assert_cut_behaviour(f: DfcFile, data: bytes, k: int) -> None:
     assert g.cut == (k < len(data))
     np.testing.assert_array_equal(g.words, f.words[:kept[-1].end_word])
     assert g.image_crc32 == (f.image_crc32 if k == len(data) else None)
-    assert encode_file(g) == encode_file(keep_points(f, len(kept)))
+    assert encode_file(g) == encode_file(keep_points(f, len(kept), every_point=True))
 
 
 def assert_only_format_errors(data: bytes) -> None:
@@ -180,19 +180,37 @@ def test_partial_points_are_not_the_exact_image() -> None:
 
 def test_truncate_keeps_partial_points_only_at_t0() -> None:
     assert truncate(GOLDEN_PARTIAL, 0) == GOLDEN_PARTIAL
-    assert [p.t for p in truncate(GOLDEN_PARTIAL, 10).points] == [1000, 500, 10]
+    assert [p.t for p in truncate(GOLDEN_PARTIAL, 10, every_point=True).points] == [1000, 500, 10]
+    assert [p.t for p in truncate(GOLDEN_PARTIAL, 10).points] == [10]
     assert truncate(GOLDEN_PARTIAL, 10).header.flags == container.FLAG_PARTIAL_POINTS  # still readable as is
+    lean = keep_points(GOLDEN_PARTIAL, 4)  # a partial point alone
+    assert lean.points == GOLDEN_PARTIAL.points[3:4] and decode_file(encode_file(lean)) == lean
 
 
-def test_fit_bytes_keeps_the_longest_prefix_that_fits() -> None:
-    sizes = [p["bytes"] for p in describe(GOLDEN_PARTIAL)["points"]]
+@pytest.mark.parametrize("every_point", [False, True])
+def test_fit_bytes_keeps_the_longest_prefix_that_fits(every_point: bool) -> None:
+    sizes = [container.cut_size(GOLDEN_PARTIAL, k, every_point=every_point) for k in range(1, len(GOLDEN_PARTIAL.points) + 1)]
     assert sizes == sorted(sizes)
+    if not every_point:
+        assert sizes == [p["bytes"] for p in describe(GOLDEN_PARTIAL)["points"]]
     for k, size in enumerate(sizes, start=1):
-        assert len(encode_file(fit_bytes(GOLDEN_PARTIAL, size))) == size
-        assert len(fit_bytes(GOLDEN_PARTIAL, size).points) == k
+        fitted = fit_bytes(GOLDEN_PARTIAL, size, every_point=every_point)
+        assert len(encode_file(fitted)) == size
+        assert fitted.points[-1] == GOLDEN_PARTIAL.points[k - 1]
         if k > 1:
-            assert len(fit_bytes(GOLDEN_PARTIAL, size - 1).points) == k - 1
-    assert fit_bytes(GOLDEN_PARTIAL, sizes[0] - 1) is None
+            assert fit_bytes(GOLDEN_PARTIAL, size - 1, every_point=every_point).points[-1] == GOLDEN_PARTIAL.points[k - 2]
+    assert fit_bytes(GOLDEN_PARTIAL, sizes[0] - 1, every_point=every_point) is None
+
+
+def test_a_cut_lists_its_own_point_alone() -> None:
+    # What the codec's step reports rate a prefix by: the header, one row, the words.
+    for k in range(1, len(GOLDEN_PARTIAL.points)):
+        lean, every = keep_points(GOLDEN_PARTIAL, k), keep_points(GOLDEN_PARTIAL, k, every_point=True)
+        assert lean.points == (GOLDEN_PARTIAL.points[k - 1],) and every.points == GOLDEN_PARTIAL.points[:k]
+        np.testing.assert_array_equal(lean.words, every.words)
+        assert len(encode_file(lean)) < len(encode_file(every)) or k == 1
+        assert decode_file(encode_file(lean)) == lean
+    assert keep_points(GOLDEN_PARTIAL, len(GOLDEN_PARTIAL.points)) == GOLDEN_PARTIAL  # its own table, unchanged
 
 
 def test_describe_names_partial_points() -> None:
@@ -239,7 +257,8 @@ def test_cut_message_names_what_is_missing() -> None:
 def test_truncate_keeps_points_down_to_stop_at_t(stop_at_t: int, final_t: int) -> None:
     g = truncate(GOLDEN, stop_at_t)
     assert g.points[-1].t == final_t
-    assert g.points == GOLDEN.points[:len(g.points)]
+    assert g.points == (GOLDEN if final_t == 0 else truncate(GOLDEN, stop_at_t, every_point=True)).points[-len(g.points):]
+    assert len(g.points) == (len(GOLDEN.points) if final_t == 0 else 1)
     np.testing.assert_array_equal(g.words, GOLDEN.words[:g.points[-1].end_word])
     assert g.image_crc32 == (GOLDEN.image_crc32 if final_t == 0 else None)
     data = encode_file(g)
@@ -248,7 +267,7 @@ def test_truncate_keeps_points_down_to_stop_at_t(stop_at_t: int, final_t: int) -
 
 
 def test_truncate_above_the_first_point_keeps_the_first() -> None:
-    lossy = truncate(GOLDEN, 10)
+    lossy = truncate(GOLDEN, 10, every_point=True)
     shifted = DfcFile(lossy.header, lossy.points[1:], lossy.words, None)  # first point t=999 < S=1000
     assert truncate(shifted, 1000).points == (shifted.points[0],)
     assert truncate(lossy, 0) == lossy  # nothing finer to give: unchanged
