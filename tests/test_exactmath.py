@@ -88,6 +88,21 @@ def test_golden_values():
     assert hexes(c) == ["0x1.9e3779b97f4a8p-1", "-0x1.3c6ef372fe94ep-2", "-0x1.e6f0e13445500p-1", "-0x1.6a09e667f3bcdp-1"]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_numpy_and_torch_operations_give_the_same_bits(dtype):
+    """CPU tensors are computed with numpy's operations (faster on small arrays), others with torch's: the same
+    IEEE operations in the same order, so the same bits; here the torch path is forced by requires_grad."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.cat([torch.randn(20000, generator=g, dtype=torch.float64) * s for s in (1e-3, 1.0, 30.0, 800.0, 1e7)]).to(dtype)
+    x = x.reshape(10, -1)[:, ::3]  # strided too
+    forced = x.clone().requires_grad_(True)
+    for f in (em.exp, em.sigmoid, em.silu, em.gelu_tanh, em.sin, em.cos):
+        assert torch.equal(f(x), f(forced).detach()), f.__name__
+    assert torch.equal(em.log(x.abs() + 1e-30), em.log(forced.abs() + 1e-30).detach())
+    for a, b in zip(em.sincos_turns(x), em.sincos_turns(forced)):
+        assert a.dtype == dtype and torch.equal(a, b.detach())
+
+
 _DIGEST_SCRIPT = """
 import hashlib, torch
 from diffcodec import exactmath as em
@@ -100,6 +115,10 @@ for f in (em.exp, em.sin, em.cos, em.silu, em.gelu_tanh, em.sigmoid):
 h.update(em.log(u.abs() + 1e-3).numpy().tobytes())
 s, c = em.sincos_turns(u)
 h.update(s.numpy().tobytes() + c.numpy().tobytes())
+g = u.clone().requires_grad_(True)  # torch's operations (the path off the CPU) rather than numpy's
+for f in (em.exp, em.silu, em.gelu_tanh):
+    h.update(f(g).detach().numpy().tobytes())
+h.update(em.sincos_turns(g)[0].detach().numpy().tobytes())
 print(h.hexdigest())
 """
 
