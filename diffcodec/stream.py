@@ -46,6 +46,11 @@ def state_check(words: np.ndarray, end_word: int, state: np.ndarray) -> int:
     return binascii.crc_hqx(state.astype("<f4").tobytes(), crc)
 
 
+# Chain.predict keeps its latest predictions within this many bytes (states included): ~100 KB each for a 32×32
+# image, so a whole chain; on large images the few latest (a prediction is ~100 MB per megapixel).
+PREDICTION_CACHE_BYTES = 64 << 20
+
+
 class Chain:
     """What encoder and decoder compute identically: the chain, the layout and p_θ at each state."""
 
@@ -62,6 +67,8 @@ class Chain:
         self.real = layout.real_mask().reshape(-1)
         self.pad_idx = np.flatnonzero(~self.real)
         self.real_idx = np.flatnonzero(self.real)
+        self._predictions: list[tuple[int, np.ndarray, dict[str, np.ndarray]]] = []  # (index, state, prediction)
+        self._prediction_bytes = 0
 
     @property
     def num_steps(self) -> int:
@@ -77,7 +84,28 @@ class Chain:
         return self.timeline.paper_t_of_index(index)
 
     def predict(self, x: np.ndarray, index: int) -> dict[str, np.ndarray]:
-        """p_θ(x_{i−1} | x_i) mean and log-variance and x̂_0 at chain index ``index``, float64, flat."""
+        """p_θ(x_{i−1} | x_i) mean and log-variance and x̂_0 at chain index ``index``, float64, flat (read-only).
+
+        The latest predictions are kept (up to :data:`PREDICTION_CACHE_BYTES`): the encoder asks again for states of
+        its first pass when it tries the learned exact stage on them, and the same state through the same network
+        gives the same prediction, so a kept one is returned instead of running the network again.
+        """
+        for i, kept_x, pred in self._predictions:
+            if i == index and np.array_equal(kept_x, x):
+                return dict(pred)
+        pred = self._network_predict(x, index)
+        for v in pred.values():
+            v.flags.writeable = False  # shared with the cache: a caller that wrote into one would corrupt it
+        size = x.nbytes + sum(v.nbytes for v in pred.values())
+        if size <= PREDICTION_CACHE_BYTES:
+            self._predictions.append((index, np.array(x, copy=True), pred))
+            self._prediction_bytes += size
+            while self._prediction_bytes > PREDICTION_CACHE_BYTES:  # forget the oldest
+                _, old_x, old = self._predictions.pop(0)
+                self._prediction_bytes -= old_x.nbytes + sum(v.nbytes for v in old.values())
+        return dict(pred)
+
+    def _network_predict(self, x: np.ndarray, index: int) -> dict[str, np.ndarray]:
         eps_parts, var_parts = [], []
         t_orig = int(self.diffusion.timesteps[index])
         x_t = torch.from_numpy(x.reshape(self.layout.shape).astype(np.float32))
