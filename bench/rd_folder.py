@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from diffcodec.codec import EXACT_METHODS, CodecConfig, available_cores, decode, encode
+from diffcodec.format import VERSION
 from diffcodec.images import list_images, load_image
 from diffcodec.models.checkpoint import load_model
 from diffcodec.rdcurve import RDAccumulator, write_csv
@@ -52,7 +53,8 @@ def main() -> None:
     # cache made under other integer rules is refused instead of mixed in.
     net = model.integer()
     identity = net.coarse_identity if args.exact_method == "coarse" else net.codec_identity
-    settings = {"exact_method": args.exact_method, "model": identity.hex()[:16]}
+    # The format version too: the same model writes other files (and cut sizes) in another version.
+    settings = {"exact_method": args.exact_method, "model": identity.hex()[:16], "format": VERSION}
     if args.point_t_ratio is not None:
         settings["point_t_ratio"] = args.point_t_ratio
     files = list_images(args.data)[: args.limit]

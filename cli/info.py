@@ -49,7 +49,8 @@ def command(input, as_json):
     click.echo(f"  model     {d['model_id']} (T={d['schedule_steps']})")
     click.echo(f"  chain     {common.steps_summary(d['coded_steps'], d['num_steps'], timeline.paper_t(h.num_steps), d['exact_from_t'])}"
                + (" (coarse-to-fine)" if d["coarse_to_fine"] else ""))
-    click.echo(f"  coding    {d['spacing']} spacing, chunk_bits {d['chunk_bits']}, {d['threads']} thread(s)")
+    threads = f", {d['threads']} thread(s)" if d["threads"] is not None else ""
+    click.echo(f"  coding    {d['spacing']} spacing, chunk_bits {d['chunk_bits']}{threads}")
     click.echo(f"  state     {state}")
     click.echo(f"  points    {len(d['points'])}")
     click.echo(f"  {'t':>8} {'bytes':>10} {'bits/dim':>9}")

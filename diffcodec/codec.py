@@ -46,7 +46,7 @@ from .format import FLAG_PARTIAL_POINTS, MAX_INDEX_BITS, STREAM_SEED, ExactKind
 from .numerics import EXACT
 from .profile import StreamProfile
 from .reconstruct import mean_image
-from .stream import Chain, DecodingState, EncodingState, StreamModels, run, stages, state_check
+from .stream import SHARED_X_T, Chain, DecodingState, EncodingState, StreamModels, run, stages, state_check
 from .tiling import TileLayout
 
 __all__ = ["CodecConfig", "DecodeResult", "EncodeResult", "StepReport", "StreamMismatchError", "decode", "encode"]
@@ -95,7 +95,7 @@ class CodecConfig:
     chunk_bits: int = 13
     extra_candidate_bits: int = 3  # K = 2^(⌈chunk KL⌉ + this)
     max_candidate_bits: int = 16
-    threads: int = 1  # torch threads: written to the stream (version 5 decodes the same on any count; 1–4 must match)
+    threads: int = 1  # torch threads of the encoder (versions 5–6 decode the same on any count, and 6 does not store it)
     # Threads searching PFR candidates (None: every core this process may use, at most 8).  Encoder-only:
     # the chosen indices do not depend on it, so it is not written to the stream.
     search_threads: int | None = None
@@ -347,7 +347,7 @@ def encode(
                              "image (RGB or RGBA)")
     chain = Chain(model, layout, config.steps, config.chunk_bits, config.batch_size, config.spacing, numerics=EXACT)
     image = _Image(chain, pixels)
-    with torch_threads(config.threads):  # version 5 computes the stream the same on any count; the search's float networks do not
+    with torch_threads(config.threads):  # versions 5–6 compute the stream the same on any count; the search's float networks do not
         search = _run_chain(chain, image, config, on_step)
         if on_step is not None and len(search.symbols) < chain.num_steps:
             on_step(chain.num_steps - len(search.symbols))  # steps past the stopping point are never simulated: a bar completes
@@ -423,7 +423,8 @@ def _run_chain(chain: Chain, image: _Image, config: CodecConfig, on_step) -> _Se
     forced = None if config.exact_from_t is None else tl.step_at_or_above(max(1, config.exact_from_t))
     kind = ExactKind.LEARNED if config.exact_method == "learned" else ExactKind.LINEAR
     live = Writer(constriction.stream.queue.RangeEncoder())
-    models = StreamModels(StreamProfile(), config.chunk_bits)
+    profile = StreamProfile()  # the version this encoder writes
+    models = StreamModels(profile, config.chunk_bits)
     rng = np.random.default_rng([STREAM_SEED, chain.layout.height, chain.layout.width])  # private PFR arrivals; files are reproducible
     search = _Search([], [], [], [], [], None, forced)
     x0, r = image.x0, chain.real_idx
@@ -441,8 +442,13 @@ def _run_chain(chain: Chain, image: _Image, config: CodecConfig, on_step) -> _Se
             sd_q = np.full_like(x0, math.sqrt(d.posterior_variance[index + 1]))
             if past_best and forced is None and kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]).sum() / _LN2 > 0.01 * best_total:
                 break  # an expensive step, most likely simulated only to be discarded
-        symbols, kl_bits, x = _simulate_step(chain, config, models.sizes, step, rng, mu_q, sd_q, mu_p, sd_p)
-        live.step(models, symbols, len(r))
+        if step == 0 and profile.shared_x_T:  # x_T from the shared randomness, in no bits
+            symbols, kl_bits = SHARED_X_T, float(kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]).sum() / _LN2)
+            x = chain.state_after(step, symbols, mu_p, sd_p)
+            live.shared_step(symbols)
+        else:
+            symbols, kl_bits, x = _simulate_step(chain, config, models.sizes, step, rng, mu_q, sd_q, mu_p, sd_p)
+            live.step(models, symbols, len(r))
         kl_total += kl_bits
         pred = chain.predict(x, index)
         search.symbols.append(symbols)
@@ -601,8 +607,9 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
     w, stop, plan = written, written.stop, written.plan
     words, timeline, real, layout = w.words, w.state.timeline, chain.real, chain.layout
     kind = plan.kind
-    # A range decoder reads one word ahead: a prefix needs the word after the stage's last one.
-    ahead = lambda m: min(m + 1, len(words))  # noqa: E731
+    # A range decoder reads one word ahead: a prefix needs the word after the stage's last one; a prefix of no
+    # words (version 6's x_T) needs none.
+    ahead = lambda m: min(m + 1, len(words)) if m else 0  # noqa: E731
     exact_seq = exact.coding_order(w.state.stage_list, image.planes)
     candidates = ([_Candidate(timeline.position_of_step(s), ahead(m), search.states[s][real]) for s, m in enumerate(w.writer.step_words)]
                   + [_Candidate(0, ahead(m), exact_seq[:done].astype(np.float32), done) for done, m in w.partials]
@@ -614,7 +621,7 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
     profile = StreamProfile.for_writing(partial_points=partial, coarse_to_fine=kind == ExactKind.COARSE)
     header = StreamHeader(
         model_id=profile.model_identity(chain.model), width=layout.width, height=layout.height, mode=layout.mode,
-        num_steps=timeline.num_steps, chunk_bits=chain.chunk_bits, threads=config.threads,
+        num_steps=timeline.num_steps, chunk_bits=chain.chunk_bits, threads=config.threads if profile.threads_stored else 1,
         schedule_steps=timeline.schedule_steps, exact_from=timeline.exact_from, spacing=timeline.spacing,
         flags=profile.flags, version=profile.version,
     )
@@ -660,7 +667,7 @@ def decode(
 
     A file whose header claims more than ``max_pixels`` pixels (None: no limit) is refused with
     :class:`ImageTooLargeError` before anything is allocated for it.  ``batch_size``: tiles per network
-    call (format 5 decodes the same with any; versions 1–4 need the encoder's, the default).
+    call (formats 5 and 6 decode the same with any; versions 1–4 need the encoder's, the default).
 
     Any coded state, listed in the table or not.  ``diffcodec decode --stop-at-t T`` first cuts the file at
     its last truncation point with t ≥ T (:func:`diffcodec.container.truncate`, as ``diffcodec truncate``
@@ -687,7 +694,7 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
 
     h = dfc.header
     profile, timeline = h.profile, h.timeline
-    model = profile.numerics.model(model)  # the integer networks for version 5
+    model = profile.numerics.model(model)  # the integer networks from version 5 on
     identity = profile.model_identity(model)
     if h.model_id != identity:
         raise DiffcodecError(
@@ -723,7 +730,7 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
     coder = Reader(constriction.stream.queue.RangeDecoder(words if len(words) else np.zeros(1, dtype=np.uint32)), limit)
     state = DecodingState(chain, profile, timeline, on_state=reached)
     # Versions 1–4 must run the network on the encoder's thread count; version 5 is exact on any, and
-    # takes the encoder's as a default.
+    # takes the encoder's as a default; version 6 stores none and runs on one (StreamHeader.threads).
     with torch_threads(h.threads):
         run(stages(timeline)[: target + 1], coder, state)
         if target < timeline.exact_step:

@@ -7,6 +7,7 @@ side information and symbols, and gets the encoder's values written or the decod
 
 * ``raw(value, bits)``: raw bits (a method bit, a scale index, weights);
 * ``step(models, symbols, max_chunks)``: a chain step's level and chunk indices (:class:`StepSymbols`);
+  ``shared_step(symbols)``: a step that codes nothing (version 6's x_T);
 * ``linear_weights(group, state)`` and ``symbols(stage, state)``: an exact-stage group's weights, and a
   stage's scale index and symbols under the Gaussian the stage computes from ``state``.
 """
@@ -67,6 +68,11 @@ class Writer:
         self.step_words.append(self.coder.num_words())
         return symbols
 
+    def shared_step(self, symbols: StepSymbols) -> StepSymbols:
+        """A step taken from the shared randomness alone (version 6's x_T): nothing is written."""
+        self.step_words.append(self.coder.num_words())
+        return symbols
+
     def enter_exact(self) -> None:
         self.exact_start = self.coder.pos()
 
@@ -115,6 +121,10 @@ class Reader:
         except ValueError as exc:
             raise StreamMismatchError(f"stream is corrupt ({exc})") from None
         return StepSymbols(level, chunks, cls, [models.index.decode(self.coder, cls) for _ in range(chunks)])
+
+    def shared_step(self, symbols: StepSymbols) -> StepSymbols:
+        """A step taken from the shared randomness alone (version 6's x_T): nothing is read."""
+        return symbols
 
     def linear_weights(self, group, state) -> None:
         if self.raw(0, 1):

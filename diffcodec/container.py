@@ -13,7 +13,7 @@ Byte layout, semantics and versioning: docs/format.md.
 
 Examples:
     >>> import numpy as np
-    >>> header = StreamHeader(model_id=bytes(4), width=32, height=32, mode="RGB",
+    >>> header = StreamHeader(model_id=bytes(3), width=32, height=32, mode="RGB",
     ...                       num_steps=100, chunk_bits=12, threads=1)
     >>> points = (TruncationPoint(t=100, end_word=1, check=0x1234),
     ...           TruncationPoint(t=50, end_word=3, check=0xBEEF),
@@ -39,9 +39,11 @@ from typing import Any
 import numpy as np
 
 from .errors import DiffcodecError
-from .format import (FLAG_COARSE_TO_FINE, FLAG_PARTIAL_POINTS, HEADER_CHECK_INIT, MAGIC, MAX_CHUNK_BITS, MAX_END_WORD,
-                     MAX_SCHEDULE_STEPS, MAX_SIDE, MAX_STEPS, MAX_SUBPIXELS, MAX_THREADS, MAX_VARINT_BYTES, MIN_POINT_BYTES,
-                     MODEL_ID_BYTES, MODES, READABLE_VERSIONS, SPACINGS, VERSION, known_flags, model_id_bytes)
+from .format import (COMPACT_MAGIC, COMPACT_VERSIONS, DEFAULT_SCHEDULE_STEPS, FLAG_COARSE_TO_FINE, FLAG_PARTIAL_POINTS,
+                     FLAG_QUAD_SPACING, FLAG_SCHEDULE_STEPS, HEADER_CHECK_INIT, LAYOUT_FLAGS, MAGIC, MAX_CHUNK_BITS,
+                     MAX_END_WORD, MAX_SCHEDULE_STEPS, MAX_SIDE, MAX_STEPS, MAX_SUBPIXELS, MAX_THREADS, MAX_VARINT_BYTES,
+                     MIN_POINT_BYTES, MODEL_ID_BYTES, MODES, READABLE_VERSIONS, SPACINGS, VERSION, known_flags,
+                     model_id_bytes)
 from .profile import StreamProfile
 from .timeline import Timeline
 
@@ -71,18 +73,18 @@ def _int(name: str, value: object, lo: int, hi: int) -> int:
 class StreamHeader:
     """What a decoder needs before the first word: model, image shape and coding parameters."""
 
-    model_id: bytes  # first bytes of the model's SHA-256 identity: 4 (version 4) or 8 (versions 1–3)
+    model_id: bytes  # first bytes of the model's SHA-256 identity: 3 (version 6), 4 (versions 4–5) or 8 (1–3)
     width: int  # pixels, 1..65535
     height: int  # pixels, 1..65535
     mode: str  # "L", "RGB" or "RGBA"
     num_steps: int  # S, steps of the respaced chain the stream codes, 1..4000
     chunk_bits: int  # channel-simulation chunk size parameter, 1..63
-    threads: int  # torch thread count of the encoder, 1..255; the decoder must use the same
+    threads: int  # torch thread count of the encoder, 1..255 (versions 1–4: the decoder must use the same; 6: not stored, 1)
     flags: int = 0  # must-understand feature bits: FLAG_PARTIAL_POINTS, FLAG_COARSE_TO_FINE (version 4); 1–3 define none
     schedule_steps: int = 1000  # T of the model's training chain: with num_steps it maps chain t to paper t
     exact_from: int = 1  # chain t of the state the exact stage codes x_0 from (1: x_1, the paper's L_0)
     spacing: str = "uniform"  # how the S steps are spread over T (diffusion.SPACINGS)
-    version: int = VERSION  # format version: the layout is shared, the payload's meaning differs
+    version: int = VERSION  # format version: the payload's meaning differs, and 6 has the compact header
 
     def __post_init__(self) -> None:
         if self.version not in READABLE_VERSIONS:
@@ -98,6 +100,8 @@ class StreamHeader:
             object.__setattr__(self, name, _int(name, getattr(self, name), 1, hi))
         if self.spacing not in SPACINGS:
             raise DfcFormatError(f"spacing must be one of {', '.join(SPACINGS)}, got {self.spacing!r}")
+        if self.version in COMPACT_VERSIONS and self.threads != 1:
+            raise DfcFormatError(f"version {self.version} stores no thread count: threads must be 1, got {self.threads}")
         if self.exact_from > self.num_steps:
             raise DfcFormatError(f"exact_from={self.exact_from} > num_steps={self.num_steps}")
         flags = _int("flags", self.flags, 0, 2**63 - 1)
@@ -246,7 +250,15 @@ def _varint(value: int) -> bytes:
 
 
 def _header_fields(h: StreamHeader) -> bytes:
-    """Magic through flags: everything before the point count."""
+    """Magic through flags (version 6: through schedule_steps): everything before the point count."""
+    if h.version in COMPACT_VERSIONS:
+        custom_t = h.schedule_steps != DEFAULT_SCHEDULE_STEPS
+        wire_flags = h.flags | (FLAG_QUAD_SPACING if h.spacing == "quad" else 0) | (FLAG_SCHEDULE_STEPS if custom_t else 0)
+        return b"".join((
+            COMPACT_MAGIC, bytes((h.version,)), h.model_id, _varint(h.width), _varint(h.height),
+            bytes((MODES.index(h.mode) << 6 | h.chunk_bits,)), _varint(h.num_steps), _varint(h.num_steps - h.exact_from),
+            _varint(wire_flags), _varint(h.schedule_steps) if custom_t else b"",
+        ))
     return b"".join((
         MAGIC, bytes((h.version,)), h.model_id, _varint(h.width), _varint(h.height),
         bytes((MODES.index(h.mode) << 6 | h.chunk_bits, h.threads)),
@@ -338,22 +350,31 @@ def decode_file(data: bytes) -> DfcFile:
     data = data if isinstance(data, bytes) else memoryview(data).tobytes()
     if not data:
         raise DfcFormatError("empty file, not a .dfc file")
-    if not data.startswith(MAGIC):
+    compact = data.startswith(COMPACT_MAGIC)
+    if not compact and not data.startswith(MAGIC):
         if MAGIC.startswith(data):
             raise DfcFormatError(f"file ends inside the .dfc header at byte {len(data)} (cut or corrupt)")
-        raise DfcFormatError(f"not a .dfc file (starts with {data[:len(MAGIC)]!r}, expected {MAGIC!r})")
+        raise DfcFormatError(f"not a .dfc file (starts with {data[:len(MAGIC)]!r}, expected {MAGIC!r} or {COMPACT_MAGIC!r})")
     r = _Reader(data)
-    r.take(len(MAGIC), "header")
+    r.take(len(COMPACT_MAGIC if compact else MAGIC), "header")
     version = r.uint(1, "header")
-    if version not in READABLE_VERSIONS:
-        hint = ", written by a newer diffcodec" if version > VERSION else ""
+    if version not in READABLE_VERSIONS or (version in COMPACT_VERSIONS) != compact:
+        newer = version > VERSION if compact else version > max(v for v in READABLE_VERSIONS if v not in COMPACT_VERSIONS)
+        hint = ", written by a newer diffcodec" if newer else ""
         readable = " and ".join(map(str, READABLE_VERSIONS))
         raise DfcFormatError(f"unsupported .dfc version {version}{hint} (this diffcodec reads versions {readable})")
 
     model_id = r.take(model_id_bytes(version), "header")
     width, height = r.varint("header"), r.varint("header")
-    mode_byte, threads = r.uint(1, "header"), r.uint(1, "header")
-    num_steps, schedule_steps, exact_gap, spacing, flags = (r.varint("header") for _ in range(5))
+    if compact:
+        mode_byte, threads = r.uint(1, "header"), 1
+        num_steps, exact_gap, wire_flags = (r.varint("header") for _ in range(3))
+        schedule_steps = r.varint("header") if wire_flags & FLAG_SCHEDULE_STEPS else DEFAULT_SCHEDULE_STEPS
+        # Unknown bits stay in flags, for StreamHeader to refuse after the header check.
+        spacing, flags = (1 if wire_flags & FLAG_QUAD_SPACING else 0), wire_flags & ~LAYOUT_FLAGS
+    else:
+        mode_byte, threads = r.uint(1, "header"), r.uint(1, "header")
+        num_steps, schedule_steps, exact_gap, spacing, flags = (r.varint("header") for _ in range(5))
     count = r.varint("point table")
     if count * MIN_POINT_BYTES > len(data) - r.pos:
         raise DfcFormatError(f"file ends inside the .dfc point table of {count} points (cut or corrupt)")
@@ -375,6 +396,8 @@ def decode_file(data: bytes) -> DfcFile:
         raise DfcFormatError("corrupt .dfc file: header check failed")
 
     try:
+        if compact and wire_flags & FLAG_SCHEDULE_STEPS and schedule_steps == DEFAULT_SCHEDULE_STEPS:
+            raise DfcFormatError(f"schedule_steps {DEFAULT_SCHEDULE_STEPS} is stored though it is the default")
         if mode_byte >> 6 >= len(MODES):
             raise DfcFormatError(f"unknown mode code {mode_byte >> 6}")
         header = StreamHeader(model_id, width, height, MODES[mode_byte >> 6], num_steps, mode_byte & 0x3F,
@@ -493,7 +516,7 @@ def describe(f: DfcFile) -> dict[str, Any]:
         "exact_from_t": timeline.paper_t(h.exact_from),
         "spacing": h.spacing,
         "chunk_bits": h.chunk_bits,
-        "threads": h.threads,
+        "threads": h.threads if profile.threads_stored else None,  # version 6 stores none
         "flags": h.flags,
         "coarse_to_fine": profile.coarse_to_fine,
         # symbols of the exact stage (a partial point counts a prefix of them): a subpixel each, plus each colour

@@ -48,6 +48,11 @@ class StreamProfile:
         return model_id_bytes(self.version)
 
     @property
+    def threads_stored(self) -> bool:
+        """The header has the encoder's thread count (versions 1–5; version 6 has none: any decodes the same)."""
+        return self.version < 6
+
+    @property
     def known_flags(self) -> int:
         return known_flags(self.version)
 
@@ -64,7 +69,7 @@ class StreamProfile:
     def model_identity(self, model) -> bytes:
         """The model id a file of this profile names ``model`` by (``model`` as :attr:`numerics` runs it).
 
-        Versions 1–3 name the U-Net (``identity``), 4 and 5 the U-Net and context network (``codec_identity``),
+        Versions 1–3 name the U-Net (``identity``), 4 on the U-Net and context network (``codec_identity``),
         a coarse-to-fine file the coarse network too (``coarse_identity``; zeros when ``model`` has none).
         """
         if self.version < 4:
@@ -80,8 +85,13 @@ class StreamProfile:
     # ---- the chain
 
     @property
+    def shared_x_T(self) -> bool:
+        """x_T is the shared randomness's first candidate, coded in no bits (version 6; ``stream.SHARED_X_T``)."""
+        return self.version >= 6
+
+    @property
     def numerics(self) -> Numerics:
-        """How the numbers the stream depends on are computed: float (versions 1–4) or exactly (5)."""
+        """How the numbers the stream depends on are computed: float (versions 1–4) or exactly (5 on)."""
         return EXACT if self.version >= 5 else FLOAT
 
     @property

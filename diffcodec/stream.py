@@ -5,7 +5,7 @@ A .dfc payload is one range-coder stream (docs/format.md; docs/codec.md, "Stream
     ChainStep(0), ChainStep(1), … ChainStep(last_step), ExactStep()
 
 Step s codes the state at chain position S − s (x_T first) as a level and one channel-simulation index per
-chunk; its Gaussian p_θ(x | previous state) comes from the state decoded before it (``Chain.step_prior``).
+chunk (version 6 codes nothing for x_T: :data:`SHARED_X_T`); its Gaussian p_θ(x | previous state) comes from the state decoded before it (``Chain.step_prior``).
 :class:`ExactStep` codes x_0: a method bit (versions 4–5), then the stages of the kind it selects
 (:func:`diffcodec.exact.stages`), each computing its symbol model from what is decoded before it.
 
@@ -231,6 +231,13 @@ class StreamModels:
 # --------------------------------------------------------------------------- the stages
 
 
+# Version 6's x_T: one chunk, its first candidate, i.e. the normals of the shared randomness at (step 0, chunk 0)
+# under p(x_T) = N(0, I). KL(q(x_T | x_0) ‖ p(x_T)) is ~1e-6 bits for the shipped schedules, so the state a
+# channel simulation would pick is no better than this one, and it costs no bits (versions 1–5 spent ~2 words).
+# level and cls are not coded: the step-size coder's state stays as it starts.
+SHARED_X_T = StepSymbols(level=0, chunks=1, cls=0, indices=[0])
+
+
 class ChainStep:
     """Step ``step`` of the chain: the state at chain position S − step, channel-simulated against p_θ."""
 
@@ -238,7 +245,10 @@ class ChainStep:
         self.step = step
 
     def code(self, coder, state) -> None:
-        symbols = coder.step(state.models, state.step_symbols(self.step), len(state.chain.real_idx))
+        if self.step == 0 and state.profile.shared_x_T:
+            symbols = coder.shared_step(SHARED_X_T)
+        else:
+            symbols = coder.step(state.models, state.step_symbols(self.step), len(state.chain.real_idx))
         state.took_step(self.step, symbols)
 
 

@@ -71,8 +71,19 @@ GOLDEN_PARTIAL = DfcFile(
     words=GOLDEN.words, image_crc32=GOLDEN.image_crc32,
 )
 
+# Version 6, the compact header: one magic byte, 3 bytes of model id, no thread count, the spacing and "T is
+# stored" as bits of the flags varint; here with partial points, quad spacing and the default T (not stored).
+GOLDEN_V6_PATH = Path(__file__).parent / "expected" / "container_v6.dfc"
+GOLDEN_V6 = DfcFile(
+    header=replace(GOLDEN_PARTIAL.header, model_id=bytes.fromhex("012345"), threads=1, version=6),
+    points=(TruncationPoint(t=1000, end_word=0, check=0x1111), *GOLDEN_PARTIAL.points[1:]),  # x_T needs no words
+    words=GOLDEN.words, image_crc32=GOLDEN.image_crc32,
+)
+GOLDEN_V6_T = DfcFile(header=replace(GOLDEN_V6.header, schedule_steps=4000, spacing="uniform"), points=GOLDEN_V6.points,
+                      words=GOLDEN.words, image_crc32=GOLDEN.image_crc32)
+
 SMALL = DfcFile(
-    header=StreamHeader(model_id=bytes(4), width=1, height=1, mode="L", num_steps=3, chunk_bits=1, threads=1),
+    header=StreamHeader(model_id=bytes(4), width=1, height=1, mode="L", num_steps=3, chunk_bits=1, threads=1, version=5),
     points=(TruncationPoint(3, 0, 0), TruncationPoint(1, 1, 0xABCD), TruncationPoint(0, 2, 0x0102)),
     words=np.array([0xFFFFFFFF, 0x00000001], dtype=np.uint32),
     image_crc32=0,
@@ -142,9 +153,11 @@ def test_version3_golden_vector_is_still_read_and_differs_only_in_the_model_id()
 
 
 def test_model_id_length_follows_the_version() -> None:
-    assert [container.model_id_bytes(v) for v in (1, 2, 3, 4, 5)] == [8, 8, 8, 4, 4]
+    assert [container.model_id_bytes(v) for v in (1, 2, 3, 4, 5, 6)] == [8, 8, 8, 4, 4, 3]
+    with pytest.raises(DfcFormatError, match="model_id must be 3 bytes in version 6"):
+        StreamHeader(bytes(4), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1)
     with pytest.raises(DfcFormatError, match="model_id must be 4 bytes in version 5"):
-        StreamHeader(bytes(8), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1)
+        StreamHeader(bytes(8), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, version=5)
     with pytest.raises(DfcFormatError, match="model_id must be 8 bytes in version 3"):
         StreamHeader(bytes(4), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, version=3)
 
@@ -228,7 +241,8 @@ def test_round_trip(f: DfcFile) -> None:
 
 def test_payload_is_little_endian_words_at_the_end() -> None:
     data = encode_file(SMALL)
-    assert data[:4] == MAGIC + bytes([VERSION])
+    assert data[:4] == MAGIC + bytes([5])
+    assert encode_file(GOLDEN_V6)[:2] == container.COMPACT_MAGIC + bytes([VERSION])
     assert data[-8:] == bytes.fromhex("ffffffff01000000")
 
 
@@ -353,7 +367,8 @@ def test_header_offsets_of_the_new_fields() -> None:
 @pytest.mark.parametrize("spacing", SPACINGS)
 @pytest.mark.parametrize("exact_from", [1, 2, 3])
 def test_exact_from_and_spacing_round_trip(exact_from: int, spacing: str) -> None:
-    h = StreamHeader(bytes(4), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, exact_from=exact_from, spacing=spacing)
+    h = StreamHeader(bytes(4), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, exact_from=exact_from, spacing=spacing,
+                     version=5)
     lowest = (TruncationPoint(exact_from, 1, 0xABCD),) if exact_from < 3 else ()  # the last lossy state, x_exact_from
     f = DfcFile(h, (TruncationPoint(3, 0, 0), *lowest, TruncationPoint(0, 2, 0x0102)), SMALL.words, image_crc32=0)
     g = decode_file(encode_file(f))
@@ -371,7 +386,7 @@ def test_file_without_points_is_refused() -> None:
 
 def _header(**changes: object) -> StreamHeader:
     fields: dict[str, object] = dict(model_id=bytes(4), width=4, height=4, mode="L", num_steps=10,
-                                     chunk_bits=8, threads=1)
+                                     chunk_bits=8, threads=1, version=5)
     return StreamHeader(**{**fields, **changes})  # type: ignore[arg-type]
 
 
@@ -447,7 +462,7 @@ def test_lossy_points_down_to_exact_from_are_accepted() -> None:
     assert decode_file(encode_file(f)) == f
     assert _file([(10, 0), (0, 2)], exact_from=5).complete  # the point at exact_from need not be in the table
     assert _file([(10, 0)], crc=None, exact_from=10).points[-1].t == 10
-    assert StreamHeader(bytes(4), 4, 4, "L", 10, 8, 1, exact_from=np.int64(10)).exact_from == 10
+    assert StreamHeader(bytes(3), 4, 4, "L", 10, 8, 1, exact_from=np.int64(10)).exact_from == 10
 
 
 def test_construction_normalises_numpy_ints_and_freezes_words() -> None:
@@ -477,22 +492,25 @@ def test_overhead_of_a_cifar_size_file() -> None:
     """8 points, 1700-byte payload, 32x32 RGB: 58 bytes of framing (docs/format.md, "Size")."""
     ends = [2, 40, 90, 150, 210, 250, 290, 425]
     for spacing in SPACINGS:
-        f = DfcFile(StreamHeader(bytes(4), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, spacing=spacing),
+        f = DfcFile(StreamHeader(bytes(4), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, spacing=spacing,
+                                 version=5),
                     tuple(TruncationPoint(t, e, 0xABCD) for t, e in zip([100, 50, 25, 12, 6, 3, 1, 0], ends)),
                     np.zeros(425, np.uint32), image_crc32=0x12345678)
         assert len(encode_file(f)) - 1700 == 58, spacing
+        v6 = DfcFile(replace(f.header, model_id=bytes(3), threads=1, version=6), f.points, f.words, f.image_crc32)
+        assert len(encode_file(v6)) - 1700 == 51, spacing  # magic 2, model id 1, threads 1, T 2, spacing 1 fewer
 
 
 def test_overhead_figures_of_the_size_section() -> None:
     """The other figures of docs/format.md, "Size"."""
     # S = 1000: S and S − exact_from take two bytes each, and so do the three gaps of 128 or more steps.
     ends = [2, 40, 90, 150, 210, 250, 290, 425]
-    f = DfcFile(StreamHeader(bytes(4), 32, 32, "RGB", num_steps=1000, chunk_bits=12, threads=2),
+    f = DfcFile(StreamHeader(bytes(4), 32, 32, "RGB", num_steps=1000, chunk_bits=12, threads=2, version=5),
                 tuple(TruncationPoint(t, e, 0xABCD) for t, e in zip([1000, 500, 250, 120, 60, 30, 10, 0], ends)),
                 np.zeros(425, np.uint32), image_crc32=0x12345678)
     assert len(encode_file(f)) - 1700 == 63
     # Only x_T and x_0 (the chain stopped right after x_T: exact_from = S), S < 128, payload < 128 words.
-    h = StreamHeader(bytes(4), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, exact_from=100)
+    h = StreamHeader(bytes(4), 32, 32, "RGB", num_steps=100, chunk_bits=12, threads=2, exact_from=100, version=5)
     two = DfcFile(h, (TruncationPoint(100, 2, 0xABCD), TruncationPoint(0, 100, 0xABCD)), np.zeros(100, np.uint32), 0)
     assert len(encode_file(two)) - 400 == 33
 
@@ -515,7 +533,9 @@ def dfc_files(draw: st.DrawFn) -> DfcFile:
     header = StreamHeader(
         version=version, model_id=draw(st.binary(min_size=id_bytes, max_size=id_bytes)), width=draw(st.integers(1, MAX_SIDE)),
         height=draw(st.integers(1, MAX_SIDE)), mode=draw(st.sampled_from(["L", "RGB", "RGBA"])),
-        num_steps=num_steps, chunk_bits=draw(st.integers(1, 63)), threads=draw(st.integers(1, 255)),
+        num_steps=num_steps, chunk_bits=draw(st.integers(1, 63)),
+        threads=1 if version in container.COMPACT_VERSIONS else draw(st.integers(1, 255)),
+        schedule_steps=draw(st.sampled_from([1000, 1000, 1, 4000, 100_000])),
         exact_from=draw(st.integers(1, lowest_lossy)), spacing=draw(st.sampled_from(SPACINGS)))
     subs = [0] * len(ts)
     if version >= 4 and draw(st.booleans()):  # partial points in the exact stage, maybe without the exact image
@@ -541,7 +561,8 @@ def test_fuzz_round_trip_and_cut(f: DfcFile, where: float) -> None:
 
 
 @settings(FUZZ, max_examples=40)
-@given(st.binary(max_size=64) | st.binary(max_size=64).map(lambda b: MAGIC + bytes([VERSION]) + b))
+@given(st.binary(max_size=64) | st.binary(max_size=64).map(lambda b: MAGIC + bytes([5]) + b)
+       | st.binary(max_size=64).map(lambda b: container.COMPACT_MAGIC + bytes([VERSION]) + b))
 def test_fuzz_random_bytes(data: bytes) -> None:
     assert_only_format_errors(data)
 
@@ -556,7 +577,8 @@ _EDITS = st.one_of(
 
 
 @settings(FUZZ, max_examples=100)
-@given(st.sampled_from([GOLDEN, SMALL, GOLDEN_PARTIAL]), st.lists(_EDITS, min_size=1, max_size=4), st.booleans())
+@given(st.sampled_from([GOLDEN, SMALL, GOLDEN_PARTIAL, GOLDEN_V6, GOLDEN_V6_T]), st.lists(_EDITS, min_size=1, max_size=4),
+       st.booleans())
 def test_fuzz_mutated_files(f: DfcFile, edits: list[tuple[str, int, object]], in_header: bool) -> None:
     data = bytearray(encode_file(f))
     span = head_len(f, bytes(data)) + 4 if in_header else len(data) + 1  # mostly hit the header and table
@@ -579,7 +601,7 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate-golden"]:
         sys.exit(__doc__)
     GOLDEN_PATH.parent.mkdir(exist_ok=True)
-    for path, f in ((GOLDEN_V4_PATH, GOLDEN_V4), (GOLDEN_PARTIAL_PATH, GOLDEN_PARTIAL)):
+    for path, f in ((GOLDEN_V4_PATH, GOLDEN_V4), (GOLDEN_PARTIAL_PATH, GOLDEN_PARTIAL), (GOLDEN_V6_PATH, GOLDEN_V6)):
         path.write_bytes(encode_file(f))
         print(f"wrote {path} ({path.stat().st_size} bytes)")
 
@@ -604,3 +626,66 @@ def test_coarse_to_fine_flag_round_trips_and_counts_its_symbols() -> None:
     assert d["coarse_to_fine"] and d["exact_symbols"] == h.width * h.height * (len(h.mode) + 3)
     plain = describe(_partial_file([(5, 0, 0), (0, 1, 3), (0, 2, 0)]))
     assert not plain["coarse_to_fine"] and plain["exact_symbols"] == h.width * h.height * 1  # an L image
+
+
+# ---- version 6: the compact header ----------------------------------------------------------------
+
+def test_version6_golden_vector() -> None:
+    data = GOLDEN_V6_PATH.read_bytes()
+    assert encode_file(GOLDEN_V6) == data, "format changed: see the module docstring before regenerating"
+    assert decode_file(data) == GOLDEN_V6
+    # magic, version, model id, 32, 24, RGB | chunk 12, S = 1000, S − exact_from = 990, flags partial | quad, 6 points
+    assert data[:14] == bytes.fromhex("df" "06" "012345" "20" "18" "4c" "e807" "de07" "05" "06")
+    # x_T's row: t gap 0, no words (end_word 0), its check
+    assert data[14:18] == bytes.fromhex("00" "00" "1111")
+    # 7 bytes fewer than version 4: magic 2, model id 1, threads 1, T 2, spacing 1 (now a flag bit)
+    assert len(data) == len(GOLDEN_PARTIAL_PATH.read_bytes()) - 7
+
+
+def test_version6_stores_t_only_when_it_is_not_the_default() -> None:
+    data, default = encode_file(GOLDEN_V6_T), encode_file(GOLDEN_V6)
+    assert data[12:15] == bytes.fromhex("09" "a01f")  # flags partial | T stored, then T = 4000
+    assert len(data) == len(default) + 2 and decode_file(data) == GOLDEN_V6_T
+    # T = 1000 stored explicitly would be a second encoding of the same header: refused.
+    body = bytearray(default[:head_len(GOLDEN_V6, default) - 2])
+    assert body[12] == 0x05
+    body[12:13] = bytes.fromhex("0d" "e807")
+    sealed = bytes(body) + binascii.crc_hqx(bytes(body), 0xFFFF).to_bytes(2, "little") + default[head_len(GOLDEN_V6, default):]
+    with pytest.raises(DfcFormatError, match="stored though it is the default"):
+        decode_file(sealed)
+
+
+def test_version6_refuses_unknown_flag_bits_and_a_thread_count() -> None:
+    data = encode_file(GOLDEN_V6)
+    body = bytearray(data[:head_len(GOLDEN_V6, data) - 2])
+    body[12] |= 0x10  # a bit version 6 does not define
+    sealed = bytes(body) + binascii.crc_hqx(bytes(body), 0xFFFF).to_bytes(2, "little") + data[head_len(GOLDEN_V6, data):]
+    with pytest.raises(DfcFormatError, match="flags"):
+        decode_file(sealed)
+    with pytest.raises(DfcFormatError, match="stores no thread count"):
+        replace(GOLDEN_V6.header, threads=2)
+
+
+def test_version6_magic_and_version_must_agree() -> None:
+    data = encode_file(GOLDEN_V6)
+    with pytest.raises(DfcFormatError, match="unsupported .dfc version 5"):
+        decode_file(data[:1] + bytes([5]) + data[2:])
+    with pytest.raises(DfcFormatError, match="unsupported .dfc version 6"):
+        decode_file(MAGIC + bytes([6]) + data[2:])
+    with pytest.raises(DfcFormatError, match="ends inside the .dfc header"):
+        decode_file(data[:1])
+
+
+@pytest.mark.parametrize("f", [GOLDEN_V6, GOLDEN_V6_T], ids=["default-t", "t-stored"])
+def test_version6_cut_at_every_byte(f: DfcFile) -> None:
+    data = encode_file(f)
+    for k in range(len(data) + 1):
+        assert_cut_behaviour(f, data, k)
+
+
+
+def test_version6_x_T_alone_is_a_file_of_its_header() -> None:
+    first = keep_points(GOLDEN_V6, 1)
+    data = encode_file(first)
+    assert len(first.words) == 0 and len(data) == 14 + 4 + 2  # header fields and count, x_T's row, header check
+    assert decode_file(data) == first

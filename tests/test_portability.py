@@ -1,7 +1,8 @@
-"""Format version 5 decodes to the same pixels on every machine: committed files under other CPUs' kernels.
+"""Formats 5 and 6 decode to the same pixels on every machine: committed files under other CPUs' kernels.
 
 tests/expected/portable/ holds a tiny model (tiny_model.pt: random initialisation itself differs between
-kernel sets, so the model travels as a file) and version-5 files made with it: the learned and the
+kernel sets, so the model travels as a file) and version-6 files made with it (portable/v5/: the same
+images as the version-5 encoder wrote them, which must keep decoding the same everywhere): the learned and the
 coarse-to-fine exact stage, an RGBA image (linear alpha plane), and an image of six tiles.  Each case
 decodes every one of them at every truncation point (lossy prefixes, partial points, the exact image;
 the first point also with the ``sample`` and ``flow`` previews)
@@ -11,7 +12,8 @@ must be identical to this process's; the complete decodes must be the original i
 test encodes under the same settings and compares the bytes.
 
 Regenerate the files only on purpose, after a deliberate format change (the digests in
-tests/expected/codec_v5.sha256 change with them):
+tests/expected/codec_v6.sha256 change with them; the model file is kept if present, and the files of
+older versions are kept as they are):
 
     python tests/test_portability.py --regenerate
 """
@@ -34,6 +36,7 @@ from other_cpus import run_digest
 
 FOLDER = Path(__file__).parent / "expected" / "portable"
 MODEL = FOLDER / "tiny_model.pt"
+V5_FOLDER = FOLDER / "v5"  # the same cases as format 5 wrote them (decoded, never re-encoded)
 FAST = dict(steps=3, max_candidate_bits=8, spacing="uniform", search_threads=1, points=99)
 # name: (height, width, mode, seed, exact method)
 CASES = {
@@ -68,7 +71,7 @@ def config(method: str) -> CodecConfig:
 
 def decode_digest(folder: Path, batch_size: int = 64) -> str:
     """SHA-256 over every case decoded at every truncation point (pixels and t), in a fixed order."""
-    model = load_model(folder / MODEL.name)
+    model = load_model(MODEL)
     h = hashlib.sha256()
     for name in CASES:
         dfc = decode_file((folder / name).read_bytes())
@@ -82,7 +85,7 @@ def decode_digest(folder: Path, batch_size: int = 64) -> str:
 
 
 def encode_digest(folder: Path) -> str:
-    model = load_model(folder / MODEL.name)
+    model = load_model(MODEL)
     h = hashlib.sha256()
     for name, (height, width, mode, seed, method) in CASES.items():
         h.update(encode(image(height, width, mode, seed), mode, model, config(method)).data)
@@ -98,9 +101,9 @@ print({function}(Path({folder!r}){batch}))
 """
 
 
-def _in_subprocess(function: str, env: dict[str, str]) -> str:
+def _in_subprocess(function: str, env: dict[str, str], folder: Path = FOLDER) -> str:
     batch = f", batch_size={int(env['DIFFCODEC_TEST_BATCH'])}" if "DIFFCODEC_TEST_BATCH" in env else ""
-    return run_digest(_SCRIPT.format(function=function, folder=str(FOLDER), batch=batch), env)
+    return run_digest(_SCRIPT.format(function=function, folder=str(folder), batch=batch), env)
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +111,11 @@ def native() -> dict[str, str]:
     """This process's digests; the complete decodes checked against the original images first."""
     model = load_model(MODEL)
     for name, (height, width, mode, seed, _) in CASES.items():
-        data = (FOLDER / name).read_bytes()
-        assert data[3] == 5
-        np.testing.assert_array_equal(decode(data, model).pixels, image(height, width, mode, seed), err_msg=name)
-    return {"decode": decode_digest(FOLDER), "encode": encode_digest(FOLDER)}
+        for folder, magic in ((FOLDER, b"\xdf\x06"), (V5_FOLDER, b"DFC\x05")):
+            data = (folder / name).read_bytes()
+            assert data.startswith(magic)
+            np.testing.assert_array_equal(decode(data, model).pixels, image(height, width, mode, seed), err_msg=name)
+    return {"decode": decode_digest(FOLDER), "encode": encode_digest(FOLDER), "decode v5": decode_digest(V5_FOLDER)}
 
 
 def test_the_committed_files_are_what_the_encoder_writes(native):
@@ -131,11 +135,18 @@ def test_the_encoder_writes_the_same_bytes(native, setting):
     assert _in_subprocess("encode_digest", SETTINGS[setting]) == native["encode"]
 
 
+@pytest.mark.parametrize("setting", ["baseline-x86-64", "two-threads"])
+def test_version5_files_still_decode_the_same_everywhere(native, setting):
+    """Files of format 5 (before the compact header) keep decoding, to the same pixels on every machine."""
+    assert _in_subprocess("decode_digest", SETTINGS[setting], V5_FOLDER) == native["decode v5"]
+
+
 def regenerate() -> None:
     FOLDER.mkdir(parents=True, exist_ok=True)
-    model = make_tiny_model(seed=0, context=True, coarse=16)
-    save_checkpoint(MODEL, {**tiny_checkpoint_dict(model), "context": context_entry(model.context),
-                            "coarse_context": context_entry(model.coarse)})
+    if not MODEL.exists():  # the older versions' files were made with it: keep it
+        model = make_tiny_model(seed=0, context=True, coarse=16)
+        save_checkpoint(MODEL, {**tiny_checkpoint_dict(model), "context": context_entry(model.context),
+                                "coarse_context": context_entry(model.coarse)})
     model = load_model(MODEL)
     for name, (height, width, mode, seed, method) in CASES.items():
         (FOLDER / name).write_bytes(encode(image(height, width, mode, seed), mode, model, config(method)).data)

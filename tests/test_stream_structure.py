@@ -74,9 +74,10 @@ def test_a_header_resolves_its_profile_and_timeline():
 @pytest.mark.parametrize("version", format.READABLE_VERSIONS)
 def test_what_each_version_means(version):
     p = StreamProfile(version, format.known_flags(version))
-    assert p.numerics is (EXACT if version == 5 else FLOAT) and p.threads_must_match == (version < 5)
+    assert p.numerics is (EXACT if version >= 5 else FLOAT) and p.threads_must_match == (version < 5)
+    assert p.threads_stored == (version < 6) and p.shared_x_T == (version >= 6)
     assert type(p.step_sizes(8)) is (StepSizeCoderV1 if version == 1 else StepSizeCoder)
-    assert p.model_id_bytes == (8 if version < 4 else 4)
+    assert p.model_id_bytes == (8 if version < 4 else 4 if version < 6 else 3)
     assert p.has_method_bit == (version >= 4) and p.partial_points == (version >= 4) and p.coarse_to_fine == (version >= 4)
     kinds = {p.exact_kind(m) for m in (None, 0, 1)}
     assert kinds == ({ExactKind.INDEPENDENT} if version < 3 else {ExactKind.LINEAR} if version == 3
