@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import platform
 import threading
 from dataclasses import asdict, dataclass
@@ -237,7 +238,16 @@ class _IntLinear:
         self._geometry = (kh, kw, self.stride, pad)
         # Weights as GEMM operands: (kh·kw·C, O), rows in (i, j, c) order, the order of _im2col's columns.
         self._w_mat = [w.permute(2, 3, 1, 0).reshape(-1, w.shape[0]).contiguous() for w in self.w_int]
-        self._packed: dict[tuple, torch.Tensor] = {}  # oneDNN's own weight layout, per input shape
+        self._packed: dict[tuple, tuple] = {}  # oneDNN's own weight layouts (float32, int8 or None), per input shape
+        # oneDNN's int8 convolutions sum u8·s8 products in int32: exact, and ~2x faster here, where the integers fit
+        # 8 bits (activations in ±127 offset by 128, weights in ±127) and the CPU sums without saturating (checked
+        # per layer and shape, see _pack; else the float32 convolution, which gives the same sums).
+        self._int8 = (self.conv == "onednn" and not self.per_channel and self.act_max <= 127 and self.weight_max <= 127
+                      and _INT8_CONV)
+        if self._int8:
+            self._w_int8 = [w.to(torch.int8) for w in self.w_int]
+            o = self.w_int[0].shape[0]
+            self._int8_scales = (torch.ones(o, dtype=torch.float64), torch.zeros(o, dtype=torch.int64))
         self._w_scale32_2d, self._bias32_2d = self.w_scale32[:, :, 0, 0], self.bias32[:, :, 0, 0]
         if self.per_channel:  # every group is one input channel: all of them as one grouped convolution
             w = torch.cat(self.w_int, dim=1)  # (O, C, kh, kw)
@@ -252,20 +262,60 @@ class _IntLinear:
         oneDNN's direct convolution with its own weight layout on x86 CPUs, a GEMM elsewhere (see _conv_backend).
         """
         kh, kw, stride, pad = self._geometry
-        if self.conv == "gemm" or (kh == 1 and kw == 1 and stride == 1):
+        pointwise = kh == 1 and kw == 1 and stride == 1  # a 1×1 convolution: one float32 GEMM unless int8 is faster
+        if self.conv == "gemm" or (pointwise and not self._int8):
             return _conv_gemm(q, self._w_mat[part], self._geometry)
+        unpadded = q
         if pad[0] != pad[1] or pad[2] != pad[3]:
             q, pad = F.pad(q, pad), (0, 0, 0, 0)
-        q = q.contiguous(memory_format=torch.channels_last)
         key = (part, *q.shape)
         packed = self._packed.get(key)
         if packed is None:
-            packed = torch.ops.mkldnn._reorder_convolution_weight(self.w_int[part], [pad[2], pad[0]], [stride, stride], [1, 1], 1,
-                                                                  list(q.shape))
+            packed = self._pack(part, q.shape, [pad[2], pad[0]], stride)
             if len(self._packed) >= 8:
                 self._packed.clear()
             self._packed[key] = packed
-        return torch.ops.mkldnn._convolution_pointwise(q, packed, None, [pad[2], pad[0]], [stride, stride], [1, 1], 1, "none", [], None)
+        f32, i8 = packed
+        if i8 is not None:
+            q8 = q.add(128.0).to(torch.uint8, memory_format=torch.channels_last)
+            return self._conv_int8(q8, i8, [pad[2], pad[0]], stride)
+        if pointwise:
+            return _conv_gemm(unpadded, self._w_mat[part], self._geometry)
+        q = q.contiguous(memory_format=torch.channels_last)
+        return torch.ops.mkldnn._convolution_pointwise(q, f32, None, [pad[2], pad[0]], [stride, stride], [1, 1], 1, "none", [], None)
+
+    def _conv_int8(self, q8: torch.Tensor, packed: torch.Tensor, padding: list[int], stride: int) -> torch.Tensor:
+        """oneDNN's int8 convolution of q8 = q + 128 (uint8, zero point 128: oneDNN subtracts 128·Σw in int32) with
+        scales 1: the int32 sums, converted to float32 (exact: below 2^24)."""
+        ones, zeros = self._int8_scales
+        return torch.ops.onednn.qconv2d_pointwise(q8, 1.0, 128, packed, ones, zeros, None, [stride, stride], padding, [1, 1], 1,
+                                                  1.0, 0, torch.float32, "none", [], "")
+
+    def _pack(self, part: int, shape: torch.Size, padding: list[int], stride: int) -> tuple:
+        """(float32 weights in oneDNN's layout, int8 ones or None) for inputs of ``shape``.
+
+        The int8 convolution is used only if it gives the float32 one's sums, bit for bit, on probes that would show
+        any way it could not: every input +127 (u8 255: the largest product pairs, which CPUs without VNNI sum with
+        int16 saturation) and −127, and random integers (oneDNN halves weights on some CPUs).  Integer sums either
+        are exact for every input or fail these; either way the result is the same numbers.
+        """
+        f32 = torch.ops.mkldnn._reorder_convolution_weight(self.w_int[part], padding, [stride, stride], [1, 1], 1, list(shape))
+        if not self._int8:
+            return f32, None
+        ones, _ = self._int8_scales
+        try:
+            i8 = torch.ops.onednn.qconv_prepack(self._w_int8[part], ones, 1.0, 128, [stride, stride], padding, [1, 1], 1, list(shape))
+            gen = torch.Generator().manual_seed(0)
+            probes = [torch.full(tuple(shape), 127.0), torch.full(tuple(shape), -127.0),
+                      torch.randint(-127, 128, tuple(shape), generator=gen).float()]
+            for probe in probes:
+                probe = probe.contiguous(memory_format=torch.channels_last)
+                want = torch.ops.mkldnn._convolution_pointwise(probe, f32, None, padding, [stride, stride], [1, 1], 1, "none", [], None)
+                if not torch.equal(self._conv_int8(probe.add(128.0).to(torch.uint8), i8, padding, stride), want):
+                    return f32, None
+        except RuntimeError:  # no int8 convolution for this shape or CPU
+            return f32, None
+        return f32, i8
 
     def _per_channel_parts(self, q: torch.Tensor) -> list[torch.Tensor]:
         """Input channel c's exact integer sums, for every c: (B, O, H', W') float32 each."""
@@ -317,6 +367,8 @@ class _IntLinear:
 
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+# oneDNN's int8 convolutions where they are exact (_IntLinear._pack checks); DIFFCODEC_INT8_CONV=0 turns them off.
+_INT8_CONV = os.environ.get("DIFFCODEC_INT8_CONV", "1") != "0" and hasattr(torch.ops.onednn, "qconv2d_pointwise")
 
 
 def _conv_backend(device: torch.device, conv: str | None) -> str:

@@ -200,6 +200,73 @@ def test_gemm_path_is_bit_identical_for_the_shipped_networks():
     _assert_same_bits(ctx[0](*parts), ctx[1](*parts))
 
 
+def _linear_layers(net) -> list[_IntLinear]:
+    found, seen, stack = [], set(), [net]
+    while stack:
+        o = stack.pop()
+        if id(o) in seen:
+            continue
+        seen.add(id(o))
+        if isinstance(o, _IntLinear):
+            found.append(o)
+        elif isinstance(o, (list, tuple)):
+            stack.extend(o)
+        elif hasattr(o, "__dict__") and not isinstance(o, torch.Tensor):
+            stack.extend(vars(o).values())
+    return found
+
+
+def _int8_used(net) -> int:
+    return sum(p[1] is not None for layer in _linear_layers(net) for p in layer._packed.values())
+
+
+def _without_int8(net):
+    for layer in _linear_layers(net):
+        layer._int8 = False
+        layer._packed.clear()
+    return net
+
+
+def _vnni_here() -> bool:
+    import os
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags and "ONEDNN_MAX_CPU_ISA" not in os.environ and os.environ.get("DIFFCODEC_INT8_CONV") != "0"
+
+
+def test_int8_convolutions_give_the_float32_sums(unet):
+    """oneDNN's int8 convolutions (u8·s8 products summed in int32) where the CPU sums them without saturating: the
+    float32 convolutions' bits, on random networks at the bound of their sums too."""
+    x = _inputs(3)
+    for spec in (IntSpec(), IntSpec(act_max=127, weight_max=127, arithmetic=2)):
+        fast, plain = IntUNet(unet, spec), _without_int8(IntUNet(unet, spec))
+        for batch, t in ((1, 999), (3, 300)):
+            _assert_same_bits(fast(x[:batch], torch.full((batch,), t)), plain(x[:batch], torch.full((batch,), t)))
+        if _vnni_here():
+            assert _int8_used(fast) > 0 and _int8_used(plain) == 0
+    layer = _IntLinear(torch.full((8, 40, 3, 3), 0.5), torch.zeros(8), IntSpec(), padding=1)  # sums at A·Σ|w| ≈ 2^22
+    q = torch.full((2, 40, 6, 6), 3.0)
+    _assert_same_bits(layer(q), _without_int8(_IntLinear(torch.full((8, 40, 3, 3), 0.5), torch.zeros(8), IntSpec(), padding=1))(q))
+
+
+def test_an_int8_kernel_that_saturates_is_not_used(unet, monkeypatch):
+    """The probes catch a kernel whose large sums are wrong (CPUs without VNNI saturate products in int16): the layer
+    keeps the float32 convolution, and the network its bits."""
+    reference = _without_int8(IntUNet(unet))(_inputs(2), torch.full((2,), 500))
+    real = _IntLinear._conv_int8
+
+    def saturating(self, *args):
+        out = real(self, *args)
+        return out.clamp(-30000.0, 30000.0)
+
+    monkeypatch.setattr(_IntLinear, "_conv_int8", saturating)
+    net = IntUNet(unet)
+    _assert_same_bits(net(_inputs(2), torch.full((2,), 500)), reference)
+    assert _int8_used(net) == 0
+
+
 def test_to_moves_and_switches_paths(unet):
     net, x, t = IntUNet(unet), _inputs(2), torch.full((2,), 500)
     reference = net(x, t)
