@@ -21,11 +21,52 @@ import click
 from diffcodec.errors import DiffcodecError
 
 
-def load_model(path: str | None):
-    """The model at ``path`` (the shipped default when None); CheckpointError says what is wrong."""
+def load_model(path: str | None, device: str | None = None):
+    """The model at ``path`` (the shipped default when None); CheckpointError says what is wrong.
+
+    ``device`` (``--device``): where its integer networks (format version 5) run; checked before the model is
+    read.  Files of versions 1–4 run their float networks on the CPU whatever it says.
+    """
     from diffcodec.models.checkpoint import load_model as _load
 
-    return _load(path)
+    where = check_device(device)
+    model = _load(path)
+    if where.type != "cpu":
+        model.integer().to(where)
+    return model
+
+
+def check_device(name: str | None):
+    """``--device`` as a torch.device: cpu (the default), cuda or cuda:N, available on this machine.
+
+    Anything else is one line (DiffcodecError) naming what is missing, before any work is done.
+    """
+    import torch
+
+    if name is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DiffcodecError(f"--device {name}: not a device (cpu, cuda or cuda:N)") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise DiffcodecError(f"--device {name}: the codec runs on cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise DiffcodecError(f"--device {name} is not available: {why} (torch {torch.__version__})")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise DiffcodecError(f"--device {name} is not available: this machine has {count} CUDA device{'s' if count != 1 else ''} "
+                             f"(cuda:0{f' … cuda:{count - 1}' if count > 1 else ''})")
+    return device
+
+
+device_option = click.option(
+    "--device", default=None, metavar="DEVICE", show_default="cpu",
+    help="Where the integer networks run: cpu, cuda or cuda:N. Every device gives the same file and the same decode "
+         "(the integer networks of format 5 and later are exact); the entropy coders stay on the CPU.")
 
 
 def codec_config(**settings):

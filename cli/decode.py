@@ -37,9 +37,10 @@ def _steps_to_decode(header, last_chain_t: int, stop_at_t: int) -> int:
 @click.option("--max-pixels", type=click.IntRange(0), metavar="N", default=None, show_default="Pillow's, 89,478,485",
               help="Refuse a file whose image has more pixels than this (0: no limit): a small file can claim a huge image.")
 @model_option
+@common.device_option
 @json_option
 @debug_option
-def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, any_state, model_path, as_json):
+def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, any_state, model_path, device, as_json):
     """Decode the .dfc file INPUT into the image OUTPUT.
 
     A truncated file decodes to its last truncation point; a file cut at any byte (an
@@ -53,6 +54,7 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
       diffcodec decode photo.dfc -o preview.png --stop-at-t 500
       diffcodec decode photo.dfc -o preview.png --max-bytes 20000
       diffcodec decode photo.dfc -o sample.png --stop-at-t 300 --reconstruct sample --seed 1 --model run.pt
+      diffcodec decode photo.dfc -o photo.png --device cuda:1
     """
     from diffcodec.codec import DEFAULT_MAX_PIXELS, check_image_size, decode
     from diffcodec.errors import DiffcodecError
@@ -91,7 +93,7 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
             dfc = kept
     if h.mode == "RGBA" and suffix in {".jpg", ".jpeg"}:
         raise DiffcodecError(f"cannot write {output}: JPEG has no alpha channel and {input} is RGBA; use .png")
-    model = common.load_model(model_path)
+    model = common.load_model(model_path, device)
     with common.progress(_steps_to_decode(h, dfc.points[-1].t, stop_at_t), "decoding") as update:
         result = decode(dfc, model, stop_at_t=stop_at_t, reconstruct=reconstruct, seed=seed, on_step=update, max_pixels=limit)
 

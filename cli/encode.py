@@ -20,10 +20,11 @@ from .options import codec_options, debug_option, json_option, model_option, ste
                    "x_T, the last lossy state and the exact image always have one).")
 @codec_options
 @model_option
+@common.device_option
 @json_option
 @debug_option
 def command(image, output, steps, stop_at_t, points, threads, search_threads, spacing, exact_from_t, exact_method,
-            target_gain, chunk_bits, max_candidate_bits, model_path, as_json):
+            target_gain, chunk_bits, max_candidate_bits, model_path, device, as_json):
     """Encode IMAGE (PNG, JPEG, …; 8-bit L, RGB or RGBA, any size) into the .dfc file OUTPUT.
 
     Prints, for each truncation point of the file, the diffusion time t, the bits of the file
@@ -36,13 +37,14 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
       diffcodec encode photo.png -o photo.dfc
       diffcodec encode photo.png -o photo.dfc --steps 50 --json
       diffcodec encode photo.png -o preview.dfc --stop-at-t 500 --model run.pt
+      diffcodec encode photo.png -o photo.dfc --device cuda   # the same file, networks on the GPU
     """
     from diffcodec.codec import encode
     from diffcodec.container import describe, encode_file, truncate
 
     common.check_output(output)
     img = common.load_image(image)
-    model = common.load_model(model_path)
+    model = common.load_model(model_path, device)
     common.check_steps(steps, model)
     common.check_stop_at_t(stop_at_t, model.diffusion.num_steps)
     config = common.codec_config(steps=steps, chunk_bits=chunk_bits, max_candidate_bits=max_candidate_bits,

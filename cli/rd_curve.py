@@ -19,10 +19,11 @@ from .options import codec_options, debug_option, json_option, limit_option, mod
 @click.option("--baselines", is_flag=True, help="Also measure the classical codecs available here on the same images.")
 @codec_options
 @model_option
+@common.device_option
 @json_option
 @debug_option
 def command(folder, csv_path, plot_path, steps, limit, baselines, threads, search_threads, spacing, exact_from_t, exact_method,
-            target_gain, chunk_bits, max_candidate_bits, model_path, as_json):
+            target_gain, chunk_bits, max_candidate_bits, model_path, device, as_json):
     """Encode every image in FOLDER once and report the set's rate and distortion at each coded step.
 
     Rate is bits/dim of the real streams cut after the step (with a truncation point there),
@@ -53,7 +54,7 @@ def command(folder, csv_path, plot_path, steps, limit, baselines, threads, searc
     if plot_path is not None:
         rdcurve.require_matplotlib()
     files = list_images(folder)[:limit]
-    model = common.load_model(model_path)
+    model = common.load_model(model_path, device)
     common.check_steps(steps, model)
     config = common.codec_config(steps=steps, chunk_bits=chunk_bits, max_candidate_bits=max_candidate_bits,
                                  spacing=spacing, exact_from_t=exact_from_t, exact_method=exact_method, threads=threads,

@@ -721,6 +721,7 @@ def _context_outputs(net, layout: ExactLayout, inputs: ContextInputs, known_resi
     log_sigma = torch.full((n,), inputs.log_sigma_input, dtype=torch.float32)
     with torch.no_grad():
         delta, lam = net(xhat, y, residual, known, coded, log_sigma)
+    delta, lam = delta.cpu(), lam.cpu()  # the coder's tables are built on the CPU, wherever the network ran
     return [(delta[j].double().numpy().transpose(1, 2, 0), lam[j].double().numpy().transpose(1, 2, 0)) for j in range(n)]
 
 
@@ -789,6 +790,7 @@ def _coarse_outputs(net, layout: ExactLayout, inputs: ContextInputs, residuals: 
     log_sigma = torch.full((n,), inputs.log_sigma_input, dtype=torch.float32)
     with torch.no_grad():
         delta, lam = net(xhat, y, residual, known, coded, log_sigma, centre, bin_known)
+    delta, lam = delta.cpu(), lam.cpu()  # the coder's tables are built on the CPU, wherever the network ran
     return [(delta[j].double().numpy().transpose(1, 2, 0), lam[j].double().numpy().transpose(1, 2, 0)) for j in range(n)]
 
 

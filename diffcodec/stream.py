@@ -112,8 +112,8 @@ class Chain:
         for start in range(0, len(x_t), self.batch_size):
             xb = x_t[start : start + self.batch_size]
             eps, var_out = self.model(xb, torch.full((len(xb),), t_orig, dtype=torch.long))
-            eps_parts.append(eps)
-            var_parts.append(var_out)
+            eps_parts.append(eps.cpu())  # the integer networks may run on another device (IntegerModel.to)
+            var_parts.append(var_out.cpu() if var_out is not None else None)
         eps = torch.cat(eps_parts).double()
         var_out = torch.cat(var_parts).double() if var_parts[0] is not None else None
         t = torch.full((len(x_t),), index, dtype=torch.long)

@@ -139,6 +139,23 @@ class IntegerModel:
     def config(self) -> UNetConfig:
         return self.net.config
 
+    @property
+    def device(self) -> torch.device:
+        """Where the integer networks run (the CPU unless moved with :meth:`to`)."""
+        return self.net.device
+
+    def to(self, device: torch.device | str | None = None, conv: str | None = None) -> "IntegerModel":
+        """Run the integer networks on ``device`` (default: the CPU), in place; returns self.
+
+        Every device gives the same bits (``IntUNet.to``); outputs come back on that device, and the codec moves
+        them to the CPU where its coders need them.  The encoder's planning networks (``float_model``) stay on
+        the CPU: their estimates choose where the chain stops, so a file does not depend on the device either.
+        """
+        for net in (self.net, self.context, self.coarse):
+            if net is not None:
+                net.to(device, conv)
+        return self
+
     def _identity(self, float_identity: bytes) -> bytes:
         h = hashlib.sha256(b"diffcodec integer networks 1")
         h.update(json.dumps({"unet": UNET_INT_SPEC.to_dict(), "context": CONTEXT_INT_SPEC.to_dict()}, sort_keys=True).encode())
