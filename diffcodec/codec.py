@@ -601,6 +601,42 @@ class _Candidate:
         return TruncationPoint(t=self.position, end_word=self.end_word, check=check, subpixels=self.subpixels)
 
 
+# The encoder gives each lossy prefix of a stream with at most this many chunk indices the fewest words it decodes
+# from: the range decoder's look-ahead word is rarely needed (32 bits of every small cut file, a tenth of one at
+# 0.1 bits/dim). Each try replays the steps' entropy coding (no network), so a larger stream, where a word does
+# not matter, keeps the look-ahead word.
+TRIM_MAX_CHUNKS = 20_000
+
+
+def _fewest_words(words: np.ndarray, symbols: list[StepSymbols], steps: int, end_word: int, chunk_bits: int,
+                  max_chunks: int) -> int:
+    """The fewest payload words (at most ``end_word``, which decodes) from which steps 0 … ``steps`` − 1 decode to
+    ``symbols``, the decoder reading zeros beyond them.
+
+    Whether a prefix decodes right only grows with its length (the zero-padded value grows toward the stream's,
+    which lies in the interval of the symbols), so a bisection finds the fewest.
+    """
+    profile = StreamProfile()
+
+    def decodes(n: int) -> bool:
+        reader = Reader(constriction.stream.queue.RangeDecoder(words[:n] if n else np.zeros(1, dtype=np.uint32)))
+        models = StreamModels(profile, chunk_bits)
+        try:
+            for s in range(steps):
+                got = reader.shared_step(SHARED_X_T) if s == 0 and profile.shared_x_T else reader.step(models, None, max_chunks)
+                if got != symbols[s]:
+                    return False
+        except (ValueError, AssertionError, StreamMismatchError):
+            return False
+        return True
+
+    lo, hi = max(0, end_word - 3) - 1, end_word  # decodes(hi); one or two words fewer usually do
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if decodes(mid) else (mid, hi)
+    return hi
+
+
 def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previews: list[np.ndarray],
           config: CodecConfig) -> EncodeResult:
     """The truncation points, the file, and a report for each place it may be cut."""
@@ -614,6 +650,12 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
     candidates = ([_Candidate(timeline.position_of_step(s), ahead(m), search.states[s][real]) for s, m in enumerate(w.writer.step_words)]
                   + [_Candidate(0, ahead(m), exact_seq[:done].astype(np.float32), done) for done, m in w.partials]
                   + [_Candidate(0, len(words), image.exact_symbols.astype(np.float32))])
+    if sum(sym.chunks for sym in search.symbols[: stop + 1]) <= TRIM_MAX_CHUNKS:
+        for s, c in enumerate(candidates[: stop + 1]):
+            if c.end_word:
+                c.end_word = _fewest_words(words, search.symbols, s + 1, c.end_word, chain.chunk_bits, len(chain.real_idx))
+    for prev, c in zip(candidates, candidates[1:]):
+        c.end_word = max(c.end_word, prev.end_word)  # each is the fewest for itself; kept in order whatever happens
     reports = search.reports[: stop + 1]
     point_rows = _choose_points([c.end_word for c in candidates], config.points, lossy=stop + 1, ts=[r.t for r in reports],
                                 ratio=config.point_t_ratio)
@@ -730,8 +772,10 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
     coder = Reader(constriction.stream.queue.RangeDecoder(words if len(words) else np.zeros(1, dtype=np.uint32)), limit)
     state = DecodingState(chain, profile, timeline, on_state=reached)
     # Versions 1–4 must run the network on the encoder's thread count; version 5 is exact on any, and
-    # takes the encoder's as a default; version 6 stores none and runs on one (StreamHeader.threads).
-    with torch_threads(h.threads):
+    # takes the encoder's as a default; version 6 stores none and runs on torch's (set it with torch.set_num_threads
+    # or OMP_NUM_THREADS).
+    threads = torch_threads(h.threads) if profile.threads_stored else contextlib.nullcontext()
+    with threads:
         run(stages(timeline)[: target + 1], coder, state)
         if target < timeline.exact_step:
             index = timeline.index_of_step(target)
