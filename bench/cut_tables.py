@@ -13,6 +13,11 @@ encodes with the default table (a point every POINT_T_RATIO in t) and with the t
   at, and a wrong earlier step leaves that state wrong too), whatever the full file's table.
 
 Prints pooled RMSE (0–255) at fixed rates, interpolated linearly in log-rate, and the lossless sizes.
+
+Since `truncate` writes lean cut files (2026-12-05) the codec's own step report is ``lean``, so the three
+rows agree; the script still gives the lossless cost of the two tables (cut_tables.json is the run
+before that change, cut_tables_v6.json with format 6's header, cut_tables_v6_trim.json with its
+fewest-words prefixes too).
 """
 
 from __future__ import annotations
