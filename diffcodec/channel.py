@@ -25,8 +25,10 @@ from typing import Callable
 
 import numpy as np
 import scipy.fft
+import torch
 
-from .rng import normals, normals_float32, raw_uint64, stream_key
+from . import exactmath
+from .rng import _INV_2_53, normals, normals_exact, normals_float32, raw_uint64, stream_key
 
 
 def chunk_signs(key: np.ndarray, d: int) -> np.ndarray:
@@ -110,6 +112,46 @@ def decode_chunk(key: np.ndarray, k: int, d: int, normals: Callable[[np.ndarray,
     ``normals``: the format version's generator (``rng.normals_exact`` from version 5).
     """
     return chunk_signs(key, d) * normals(key, k, d)
+
+
+def decode_chunks(keys: list[np.ndarray], indices: list[int], sizes: list[int],
+                  normals: Callable[[np.ndarray, int, int], np.ndarray] = normals) -> list[np.ndarray]:
+    """:func:`decode_chunk` for each chunk of a step, the same arrays.  With ``rng.normals_exact`` (version 5 on)
+    the exact logarithms and sines of all the chunks' Box–Muller pairs are computed in one pass, where one call per
+    chunk paid their ~100 array operations per chunk (elementwise: the same bits)."""
+    if normals is not normals_exact:
+        return [decode_chunk(key, k, d, normals) for key, k, d in zip(keys, indices, sizes)]
+    return [chunk_signs(key, d) * eps for key, d, eps in zip(keys, sizes, normals_exact_many(keys, indices, sizes))]
+
+
+def normals_exact_many(keys: list[np.ndarray], starts: list[int], counts: list[int]) -> list[np.ndarray]:
+    """``[rng.normals_exact(key, start, count) ...]``: the same Philox pairs, Box–Muller with ``exactmath``'s log
+    and sin/cos, on all of them at once (tests/test_channel.py checks it against ``normals_exact``)."""
+    u1s, u2s, spans = [], [], []
+    for key, start, count in zip(keys, starts, counts):
+        if count <= 0:
+            spans.append(None)
+            continue
+        first_pair, last_pair = start // 2, (start + count - 1) // 2
+        raw = raw_uint64(key, 2 * first_pair, 2 * (last_pair - first_pair + 1)).reshape(-1, 2)
+        u1s.append(((raw[:, 0] >> np.uint64(11)).astype(np.float64) + 0.5) * _INV_2_53)
+        u2s.append(((raw[:, 1] >> np.uint64(11)).astype(np.float64) + 0.5) * _INV_2_53)
+        spans.append((len(raw), start - 2 * first_pair, count))
+    if not u1s:
+        return [np.zeros(0) for _ in keys]
+    u1, u2 = torch.from_numpy(np.concatenate(u1s)), torch.from_numpy(np.concatenate(u2s))
+    radius = torch.sqrt(exactmath.log(u1) * -2.0)
+    sin, cos = exactmath.sincos_turns(u2)
+    flat = torch.stack([radius * cos, radius * sin], dim=1).numpy().reshape(-1)
+    out, at = [], 0
+    for span in spans:
+        if span is None:
+            out.append(np.zeros(0))
+            continue
+        pairs, skip, count = span
+        out.append(flat[2 * at + skip: 2 * at + skip + count])
+        at += pairs
+    return out
 
 
 def fft_size(num_candidates: int, d: int) -> int:

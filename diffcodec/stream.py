@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import exact
-from .channel import decode_chunk
+from .channel import decode_chunks
 from .coders import StepSymbols, StreamMismatchError  # noqa: F401  (StreamMismatchError: re-exported)
 from .diffusion import GaussianDiffusion, spaced_timesteps
 from .entropy import IndexCoder, pixel_gaussian_params
@@ -152,8 +152,11 @@ class Chain:
         Float64 values of the float32 state both sides hold.  ``parts``: the step's chunks, if already known.
         """
         x = np.empty(len(mu_p))
-        for j, (dims, k) in enumerate(zip(parts or self.chunks(step, symbols.chunks), symbols.indices)):
-            x[dims] = mu_p[dims] + sd_p[dims] * decode_chunk(self.chunk_key(step, j), k, len(dims), self.num.normals)
+        parts = parts or self.chunks(step, symbols.chunks)
+        keys = [self.chunk_key(step, j) for j in range(len(parts))]
+        eps = decode_chunks(keys, list(symbols.indices), [len(dims) for dims in parts], self.num.normals)
+        for dims, e in zip(parts, eps):
+            x[dims] = mu_p[dims] + sd_p[dims] * e
         self.fill_padding(x, step, mu_p, sd_p)
         return x.astype(np.float32).astype(np.float64)
 

@@ -307,3 +307,21 @@ def test_selection_follows_q_for_a_structured_delta(shape):
     deltas = [scaled_to_kl_bits(ramp, 6.0)] * 400
     f, _ = fidelity(deltas, 4096, seed=0)
     assert 0.85 < f < 1.1, f
+
+
+def test_exact_normals_of_many_chunks_are_each_chunks_own():
+    """channel.normals_exact_many (one pass of exact log and sin/cos over a step's chunks) gives rng.normals_exact's
+    arrays bit for bit, odd starts and empty chunks included; decode_chunks gives decode_chunk's."""
+    from diffcodec.channel import decode_chunk, decode_chunks, normals_exact_many
+    from diffcodec.rng import normals_exact
+
+    gen = np.random.default_rng(5)
+    keys = [stream_key(9, s, j) for s in range(3) for j in range(7)]
+    starts = [int(v) for v in gen.integers(0, 5000, size=len(keys))]
+    counts = [int(v) for v in gen.integers(0, 700, size=len(keys))]
+    starts[:4], counts[:4] = [0, 1, 7, 3], [1, 0, 2, 1]
+    for got, key, start, count in zip(normals_exact_many(keys, starts, counts), keys, starts, counts):
+        want = normals_exact(key, start, count)
+        assert got.dtype == want.dtype and np.array_equal(got.view(np.int64), want.view(np.int64))
+    for got, key, k, d in zip(decode_chunks(keys, starts, counts, normals_exact), keys, starts, counts):
+        assert np.array_equal(got, decode_chunk(key, k, d, normals_exact))
