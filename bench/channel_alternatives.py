@@ -12,7 +12,7 @@ diffcodec's behaviour.  On validation images (training-set indices 3500…, neve
    ``--gains`` traces other target gains too (encoder-only parameter, same format);
 2. **splits the overhead** of today's PFR code step by step: the level symbol, each index's exponent (adaptive
    categorical) and mantissa (raw bits), as information content under the stream's own adaptive models replayed
-   on the symbols (diffcodec.stream.StreamModels), against the step's KL and the KL of the gain's target; the
+   on the symbols (format 6's, diffcodec.step_code.AdaptiveStepCode), against the step's KL and the KL of the gain's target; the
    range coder's words (look-ahead word, rounding) come on top in each prefix;
 3. **(a) better index codes** with the same indices (same trajectory, same images at every prefix): static
    exponent tables fitted on the other half of the images (2-fold), a parametric prior of log₂(k+1) given the
@@ -134,9 +134,8 @@ def replay_today(tr: dict, chunk_bits: int = 13) -> dict:
 
     from diffcodec.coders import StepSymbols, Writer
     from diffcodec.profile import StreamProfile
-    from diffcodec.stream import StreamModels
 
-    models = StreamModels(StreamProfile(), chunk_bits)
+    models = StreamProfile(version=6).step_code(chunk_bits, None, 0)
     sizes, index = models.sizes, models.index
     level_bits, exp_bits, mant_bits = [], [], []
     for s, level in enumerate(tr["level"]):
@@ -161,7 +160,7 @@ def replay_today(tr: dict, chunk_bits: int = 13) -> dict:
         mant_bits.append(mb)
     # The same symbols through the real range coder: the words after each step (a prefix needs one more).
     w = Writer(constriction.stream.queue.RangeEncoder())
-    fresh = StreamModels(StreamProfile(), chunk_bits)
+    fresh = StreamProfile(version=6).step_code(chunk_bits, None, 0)
     n_real = tr["delta"].shape[1]
     for s in range(len(tr["level"])):
         w.step(fresh, StepSymbols(int(tr["level"][s]), int(tr["chunks"][s]), int(tr["cls"][s]),
@@ -331,11 +330,10 @@ class SchemeCoder:
 
         from diffcodec.entropy import AdaptiveCategorical, encode_raw_bits
         from diffcodec.profile import StreamProfile
-        from diffcodec.stream import StreamModels
 
         cm = constriction.stream.model
         enc = constriction.stream.queue.RangeEncoder()
-        today = StreamModels(StreamProfile(), 13)
+        today = StreamProfile(version=6).step_code(13, None, 0)
         adaptive_exp: dict[int, AdaptiveCategorical] = {}
         words, info = [], []
         prev, total = 0, 0.0

@@ -46,7 +46,7 @@ from .format import FLAG_PARTIAL_POINTS, MAX_INDEX_BITS, STREAM_SEED, ExactKind
 from .numerics import EXACT
 from .profile import StreamProfile
 from .reconstruct import mean_image
-from .stream import SHARED_X_T, Chain, DecodingState, EncodingState, StreamModels, run, stages, state_check
+from .stream import SHARED_X_T, Chain, DecodingState, EncodingState, run, stages, state_check, step_code
 from .tiling import TileLayout
 
 __all__ = ["CodecConfig", "DecodeResult", "EncodeResult", "StepReport", "StreamMismatchError", "decode", "encode"]
@@ -424,7 +424,7 @@ def _run_chain(chain: Chain, image: _Image, config: CodecConfig, on_step) -> _Se
     kind = ExactKind.LEARNED if config.exact_method == "learned" else ExactKind.LINEAR
     live = Writer(constriction.stream.queue.RangeEncoder())
     profile = StreamProfile()  # the version this encoder writes
-    models = StreamModels(profile, config.chunk_bits)
+    code = step_code(profile, chain)
     rng = np.random.default_rng([STREAM_SEED, chain.layout.height, chain.layout.width])  # private PFR arrivals; files are reproducible
     search = _Search([], [], [], [], [], None, forced)
     x0, r = image.x0, chain.real_idx
@@ -447,8 +447,8 @@ def _run_chain(chain: Chain, image: _Image, config: CodecConfig, on_step) -> _Se
             x = chain.state_after(step, symbols, mu_p, sd_p)
             live.shared_step(symbols)
         else:
-            symbols, kl_bits, x = _simulate_step(chain, config, models.sizes, step, rng, mu_q, sd_q, mu_p, sd_p)
-            live.step(models, symbols, len(r))
+            symbols, kl_bits, x = _simulate_step(chain, config, code, step, rng, mu_q, sd_q, mu_p, sd_p)
+            live.step(code, step, symbols, len(r))
         kl_total += kl_bits
         pred = chain.predict(x, index)
         search.symbols.append(symbols)
@@ -473,13 +473,13 @@ def _run_chain(chain: Chain, image: _Image, config: CodecConfig, on_step) -> _Se
     return search
 
 
-def _simulate_step(chain: Chain, config: CodecConfig, sizes, step: int, rng, mu_q, sd_q, mu_p, sd_p
+def _simulate_step(chain: Chain, config: CodecConfig, code, step: int, rng, mu_q, sd_q, mu_p, sd_p
                    ) -> tuple[StepSymbols, float, np.ndarray]:
     """Channel-simulate one step over all real dimensions: its symbols, its KL in bits and the decoder's state."""
     r = chain.real_idx
     kl_dims = kl_nats(mu_q[r], sd_q[r], mu_p[r], sd_p[r]) / _LN2
     # A chunk holds at least one dimension, however large its KL.
-    level, n_chunks, cls = sizes.level_for(float(kl_dims.sum()), len(r))
+    level, n_chunks, cls = code.level_for(step, float(kl_dims.sum()), len(r))
     parts = chain.chunks(step, n_chunks)
     keys, coeffs, counts = [], [], []
     for j, dims in enumerate(parts):
@@ -608,8 +608,7 @@ class _Candidate:
 TRIM_MAX_CHUNKS = 20_000
 
 
-def _fewest_words(words: np.ndarray, symbols: list[StepSymbols], steps: int, end_word: int, chunk_bits: int,
-                  max_chunks: int) -> int:
+def _fewest_words(words: np.ndarray, symbols: list[StepSymbols], steps: int, end_word: int, chain: Chain) -> int:
     """The fewest payload words (at most ``end_word``, which decodes) from which steps 0 … ``steps`` − 1 decode to
     ``symbols``, the decoder reading zeros beyond them.
 
@@ -620,10 +619,10 @@ def _fewest_words(words: np.ndarray, symbols: list[StepSymbols], steps: int, end
 
     def decodes(n: int) -> bool:
         reader = Reader(constriction.stream.queue.RangeDecoder(words[:n] if n else np.zeros(1, dtype=np.uint32)))
-        models = StreamModels(profile, chunk_bits)
+        code, max_chunks = step_code(profile, chain), len(chain.real_idx)
         try:
             for s in range(steps):
-                got = reader.shared_step(SHARED_X_T) if s == 0 and profile.shared_x_T else reader.step(models, None, max_chunks)
+                got = reader.shared_step(SHARED_X_T) if s == 0 and profile.shared_x_T else reader.step(code, s, None, max_chunks)
                 if got != symbols[s]:
                     return False
         except (ValueError, AssertionError, StreamMismatchError):
@@ -653,7 +652,7 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
     if sum(sym.chunks for sym in search.symbols[: stop + 1]) <= TRIM_MAX_CHUNKS:
         for s, c in enumerate(candidates[: stop + 1]):
             if c.end_word:
-                c.end_word = _fewest_words(words, search.symbols, s + 1, c.end_word, chain.chunk_bits, len(chain.real_idx))
+                c.end_word = _fewest_words(words, search.symbols, s + 1, c.end_word, chain)
     for prev, c in zip(candidates, candidates[1:]):
         c.end_word = max(c.end_word, prev.end_word)  # each is the fewest for itself; kept in order whatever happens
     reports = search.reports[: stop + 1]

@@ -6,7 +6,8 @@ side information and symbols, and gets the encoder's values written or the decod
 (The exact stage's planner, :class:`diffcodec.exact.Estimator`, is a third coder of the same calls.)
 
 * ``raw(value, bits)``: raw bits (a method bit, a scale index, weights);
-* ``step(models, symbols, max_chunks)``: a chain step's level and chunk indices (:class:`StepSymbols`);
+* ``step(code, step, symbols, max_chunks)``: chain step ``step``'s level and chunk indices (:class:`StepSymbols`)
+  under the stream's step code (:mod:`diffcodec.step_code`);
   ``shared_step(symbols)``: a step that codes nothing (version 6's x_T);
 * ``linear_weights(group, state)`` and ``symbols(stage, state)``: an exact-stage group's weights, and a
   stage's scale index and symbols under the Gaussian the stage computes from ``state``.
@@ -61,10 +62,8 @@ class Writer:
         encode_raw_bits(self.coder, value, bits)
         return value
 
-    def step(self, models, symbols: StepSymbols, max_chunks: int) -> StepSymbols:
-        models.sizes.encode(self.coder, symbols.level, symbols.chunks)
-        for k in symbols.indices:
-            models.index.encode(self.coder, symbols.cls, k)
+    def step(self, code, step: int, symbols: StepSymbols, max_chunks: int) -> StepSymbols:
+        code.encode(self.coder, step, symbols)
         self.step_words.append(self.coder.num_words())
         return symbols
 
@@ -115,12 +114,13 @@ class Reader:
         """``bits`` raw bits, or ``default`` once the budget is spent."""
         return decode_raw_bits(self.coder, bits) if self.budget > 0 else default
 
-    def step(self, models, symbols: StepSymbols | None, max_chunks: int) -> StepSymbols:
+    def step(self, code, step: int, symbols: StepSymbols | None, max_chunks: int) -> StepSymbols:
         try:
-            level, chunks, cls = models.sizes.decode(self.coder, max_chunks)
+            return code.decode(self.coder, step, max_chunks)
         except ValueError as exc:
             raise StreamMismatchError(f"stream is corrupt ({exc})") from None
-        return StepSymbols(level, chunks, cls, [models.index.decode(self.coder, cls) for _ in range(chunks)])
+        except AssertionError:  # constriction: words no encoder could have written for these models
+            raise StreamMismatchError("stream is corrupt (the entropy decoder met an impossible symbol)") from None
 
     def shared_step(self, symbols: StepSymbols) -> StepSymbols:
         """A step taken from the shared randomness alone (version 6's x_T): nothing is read."""

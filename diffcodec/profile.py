@@ -1,7 +1,7 @@
 """What a file's version and flags mean for its stream: one profile, resolved once from the header.
 
 Everything that differs between format versions (and flag bits) is a property here, so the codec and the
-CLI ask the profile instead of comparing versions: how the step sizes are coded, which model identity the
+CLI ask the profile instead of comparing versions: how the chain's steps are coded, which model identity the
 file names, how numbers are computed (:mod:`diffcodec.numerics`), which exact stages exist, whether the
 table has partial points, and how many symbols the exact stage codes.
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .entropy import StepSizeCoder, StepSizeCoderV1
+from .step_code import AdaptiveStepCode, StaticStepCode
 from .format import (FLAG_COARSE_TO_FINE, FLAG_PARTIAL_POINTS, LEARNED, VERSION, ExactKind, known_flags,
                      model_id_bytes)
 from .numerics import EXACT, FLOAT, Numerics
@@ -99,9 +100,23 @@ class StreamProfile:
         """Versions 1–4 decode only on the encoder's thread count (their float networks' sums depend on it)."""
         return not self.numerics.exact
 
+    @property
+    def static_steps(self) -> bool:
+        """The steps' symbols are coded with static integer tables (version 7; :class:`~diffcodec.step_code.StaticStepCode`)."""
+        return self.version >= 7
+
     def step_sizes(self, chunk_bits: int) -> StepSizeCoder | StepSizeCoderV1:
-        """A fresh coder of the steps' levels: version 1's direct levels, or the change from the previous one."""
+        """A fresh adaptive coder of the steps' levels (versions 1–6): version 1's direct levels, or the change from
+        the previous one.  Version 7 codes levels in its step code (:meth:`step_code`)."""
         return StepSizeCoderV1(chunk_bits) if self.version == 1 else StepSizeCoder(chunk_bits)
+
+    def step_code(self, chunk_bits: int, timeline, dims: int) -> AdaptiveStepCode | StaticStepCode:
+        """A fresh code of the chain's steps (level and chunk indices) for a stream of ``dims`` real dimensions on
+        ``timeline``'s chain: the adaptive models of versions 1–6, or version 7's static tables (with the position
+        tables where the chain and size are the fitted ones)."""
+        if self.static_steps:
+            return StaticStepCode.for_chain(chunk_bits, timeline, dims)
+        return AdaptiveStepCode(self.step_sizes(chunk_bits), chunk_bits)
 
     # ---- the exact stage
 

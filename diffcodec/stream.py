@@ -13,7 +13,7 @@ chunk (version 6 codes nothing for x_T: :data:`SHARED_X_T`); its Gaussian p_θ(x
 the decoder's ``Reader``) against a *state*, what that side holds: the decoder's :class:`DecodingState`
 rebuilds each state from the symbols; the encoder's :class:`EncodingState` already knows them from its
 search, and reads the stream back through the decoder's ``Reader`` to preview what a cut file shows.
-What a version changes (step-size coder, numerics, exact stages) comes from the header's
+What a version changes (step code, numerics, exact stages) comes from the header's
 :class:`~diffcodec.profile.StreamProfile`, the time coordinates from its :class:`~diffcodec.timeline.Timeline`.
 """
 
@@ -31,8 +31,8 @@ from . import exact
 from .channel import decode_chunks
 from .coders import StepSymbols, StreamMismatchError  # noqa: F401  (StreamMismatchError: re-exported)
 from .diffusion import GaussianDiffusion, spaced_timesteps
-from .entropy import IndexCoder, pixel_gaussian_params
-from .format import CHUNK_KEY, MAX_INDEX_BITS, METHOD_BITS, PADDING_KEY, STATE_CHECK_INIT, STREAM_SEED, ExactKind
+from .entropy import pixel_gaussian_params
+from .format import CHUNK_KEY, METHOD_BITS, PADDING_KEY, STATE_CHECK_INIT, STREAM_SEED, ExactKind
 from .numerics import FLOAT, Numerics
 from .profile import StreamProfile
 from .rng import raw_uint64, stream_key
@@ -223,12 +223,10 @@ class Chain:
         return exact.ExactContext(planes, mu, sd, self.context_inputs(pred, x, index), net)
 
 
-class StreamModels:
-    """The adaptive entropy models of one coding pass over the chain (fresh for each pass, identical on both sides)."""
-
-    def __init__(self, profile: StreamProfile, chunk_bits: int):
-        self.index = IndexCoder(chunk_bits, MAX_INDEX_BITS)
-        self.sizes = profile.step_sizes(chunk_bits)
+def step_code(profile: StreamProfile, chain: Chain):
+    """The code of the chain's steps for one coding pass (fresh for each pass, identical on both sides):
+    ``profile.step_code`` for ``chain``'s chunk size, chain and real dimensions (diffcodec/step_code.py)."""
+    return profile.step_code(chain.chunk_bits, chain.timeline, len(chain.real_idx))
 
 
 # --------------------------------------------------------------------------- the stages
@@ -237,7 +235,7 @@ class StreamModels:
 # Version 6's x_T: one chunk, its first candidate, i.e. the normals of the shared randomness at (step 0, chunk 0)
 # under p(x_T) = N(0, I). KL(q(x_T | x_0) ‖ p(x_T)) is ~1e-6 bits for the shipped schedules, so the state a
 # channel simulation would pick is no better than this one, and it costs no bits (versions 1–5 spent ~2 words).
-# level and cls are not coded: the step-size coder's state stays as it starts.
+# level and cls are not coded: the step code's state stays as it starts.
 SHARED_X_T = StepSymbols(level=0, chunks=1, cls=0, indices=[0])
 
 
@@ -251,7 +249,7 @@ class ChainStep:
         if self.step == 0 and state.profile.shared_x_T:
             symbols = coder.shared_step(SHARED_X_T)
         else:
-            symbols = coder.step(state.models, state.step_symbols(self.step), len(state.chain.real_idx))
+            symbols = coder.step(state.steps, self.step, state.step_symbols(self.step), len(state.chain.real_idx))
         state.took_step(self.step, symbols)
 
 
@@ -286,11 +284,11 @@ def run(stage_list: list, coder, state):
 
 
 class _State:
-    """What both sides' states share: the chain, the profile and the chain's adaptive models; the exact stage's result."""
+    """What both sides' states share: the chain, the profile and the chain's step code; the exact stage's result."""
 
     def __init__(self, chain: Chain, profile: StreamProfile, timeline: Timeline):
         self.chain, self.profile, self.timeline = chain, profile, timeline
-        self.models = StreamModels(profile, chain.chunk_bits)
+        self.steps = step_code(profile, chain)
         self.kind: ExactKind | None = None
         self.stage_list: list = []
         self.exact: exact.ExactState | None = None  # after the exact stage: its planes
