@@ -12,11 +12,11 @@ stop after two states (x_1000, x_501, then x_0).  Tests that need the whole chai
 over all steps, stop-at-t at every coded t, cuts and truncation at several points) use
 ``FULL``, which forces the exact stage to start at x_1 (the paper's L_0).
 
-GOLDEN BITSTREAMS: tests/expected/codec_v6.sha256 holds the SHA-256 of the files produced by
-:func:`golden_encoding` and the other ``golden_encoding_*`` cases (format version 6).  Versions 5 and 6
-compute everything their stream depends on exactly (integer networks, diffcodec/exactmath.py), so these
-digests are the same on every machine: a failure is a format change.  (Version-5 files made with a
-committed tiny model are decoded in tests/test_portability.py.)  Regenerate them only on purpose, after a
+GOLDEN BITSTREAMS: tests/expected/codec_v7.sha256 holds the SHA-256 of the files produced by
+:func:`golden_encoding` and the other ``golden_encoding_*`` cases (format version 7).  Versions 5 to 7
+compute everything their stream depends on exactly (integer networks, diffcodec/exactmath.py; version 7's
+step tables are integers), so these digests are the same on every machine: a failure is a format change.
+(Version-5 and -6 files made with a committed tiny model are decoded in tests/test_portability.py.)  Regenerate them only on purpose, after a
 deliberate format change, with
 
     python tests/test_codec.py --regenerate-golden
@@ -50,7 +50,7 @@ from diffcodec.errors import DiffcodecError
 
 from conftest import make_tiny_model
 
-GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v6.sha256"
+GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v7.sha256"
 V4_STREAMS = {"learned": Path(__file__).parent / "expected" / "codec_v4.dfc",
               "coarse": Path(__file__).parent / "expected" / "codec_v4_coarse.dfc"}
 # SHA-256 of the tiny float model's outputs (float_model_digest) on the machine that wrote the stored v1–v4 streams.
@@ -64,7 +64,7 @@ CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
 
 
 def golden_digests() -> list[str]:
-    """The digests of codec_v6.sha256, in GOLDEN_CASES order."""
+    """The digests of codec_v7.sha256, in GOLDEN_CASES order."""
     return [line.split()[0] for line in GOLDEN_PATH.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -137,6 +137,13 @@ def golden_encoding_partial() -> bytes:
 
 def golden_encoding_rgba_partial() -> bytes:
     return golden_encoding_rgba("learned", partial_points=True)
+
+
+def golden_encoding_fitted_chain() -> bytes:
+    """32×32 RGB on the default chain (S = 50 quad, chunks of 13 bits): version 7's position tables."""
+    model = make_tiny_model(seed=0, context=True)
+    config = CodecConfig(max_candidate_bits=8, threads=1, exact_from_t=400, exact_method="linear")
+    return encode(image(32, 32, "RGB", seed=4), "RGB", model, config).data
 
 
 def payload_start(data: bytes) -> int:
@@ -563,10 +570,11 @@ def test_a_model_with_another_schedule_length_is_refused(rgb8):
 # ---------------------------------------------------------------------------- golden bitstream
 
 def test_golden_bitstreams():
-    """SHA-256 of each golden case's file (format version 6), the same on every machine.
+    """SHA-256 of each golden case's file (format version 7), the same on every machine.
 
     golden_encoding(): 8×8 RGB from seed 0, make_tiny_model(seed=0, context=True), 3 steps, K ≤ 2^8, learned
     exact stage, no partial points; golden_encoding_rgba(): 5×7 RGBA, linear exact stage;
+    golden_encoding_fitted_chain(): 32×32 RGB on the default chain, where version 7's position tables apply;
     golden_encoding_rgba_learned(): the same with the learned stage (colour plane, then alpha's linear one);
     golden_encoding_partial() and golden_encoding_rgba_partial(): the default encoder, partial points in the
     exact stage; golden_encoding_coarse(): the coarse-to-fine exact stage.  The encoder picks exact_from itself.
@@ -577,11 +585,12 @@ def test_golden_bitstreams():
     model = make_tiny_model(seed=0, context=True)
     cases = [(golden_encoding, (8, 8), "RGB", 0), (golden_encoding_rgba, (5, 7), "RGBA", 1),
              (golden_encoding_rgba_learned, (5, 7), "RGBA", 1), (golden_encoding_partial, (8, 8), "RGB", 0),
-             (golden_encoding_rgba_partial, (5, 7), "RGBA", 1), (golden_encoding_coarse, (8, 8), "RGB", 0)]
+             (golden_encoding_rgba_partial, (5, 7), "RGBA", 1), (golden_encoding_coarse, (8, 8), "RGB", 0),
+             (golden_encoding_fitted_chain, (32, 32), "RGB", 4)]
     assert len(expected) == len(cases)
     for digest, (encoding, shape, mode, seed) in zip(expected, cases):
         data = encoding()
-        assert data[:2] == b"\xdf\x06"
+        assert data[:2] == b"\xdf\x07"
         assert hashlib.sha256(data).hexdigest() == digest, encoding.__name__
         coarse = encoding is golden_encoding_coarse
         np.testing.assert_array_equal(decode(data, make_tiny_model(seed=0, context=True, coarse=16) if coarse else model).pixels,
@@ -656,12 +665,12 @@ def test_version2_streams_still_decode(mode, shape, seed):
 
 
 GOLDEN_CASES = (golden_encoding, golden_encoding_rgba, golden_encoding_rgba_learned, golden_encoding_partial,
-                golden_encoding_rgba_partial, golden_encoding_coarse)
+                golden_encoding_rgba_partial, golden_encoding_coarse, golden_encoding_fitted_chain)
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--regenerate-golden"]:
-        lines = [f"{hashlib.sha256(f()).hexdigest()}  codec_v6: tests/test_codec.py {f.__name__}()" for f in GOLDEN_CASES]
-        GOLDEN_PATH.write_text("# format version 6: the same on every machine\n" + "\n".join(lines) + "\n")
+        lines = [f"{hashlib.sha256(f()).hexdigest()}  codec_v7: tests/test_codec.py {f.__name__}()" for f in GOLDEN_CASES]
+        GOLDEN_PATH.write_text("# format version 7: the same on every machine\n" + "\n".join(lines) + "\n")
         print(f"wrote {GOLDEN_PATH}")
     elif sys.argv[1:] == ["--float-digest"]:
         print(float_model_digest())

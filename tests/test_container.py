@@ -153,8 +153,8 @@ def test_version3_golden_vector_is_still_read_and_differs_only_in_the_model_id()
 
 
 def test_model_id_length_follows_the_version() -> None:
-    assert [container.model_id_bytes(v) for v in (1, 2, 3, 4, 5, 6)] == [8, 8, 8, 4, 4, 3]
-    with pytest.raises(DfcFormatError, match="model_id must be 3 bytes in version 6"):
+    assert [container.model_id_bytes(v) for v in (1, 2, 3, 4, 5, 6, 7)] == [8, 8, 8, 4, 4, 3, 3]
+    with pytest.raises(DfcFormatError, match=f"model_id must be 3 bytes in version {VERSION}"):
         StreamHeader(bytes(4), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1)
     with pytest.raises(DfcFormatError, match="model_id must be 4 bytes in version 5"):
         StreamHeader(bytes(8), 1, 1, "L", num_steps=3, chunk_bits=1, threads=1, version=5)
@@ -242,7 +242,9 @@ def test_round_trip(f: DfcFile) -> None:
 def test_payload_is_little_endian_words_at_the_end() -> None:
     data = encode_file(SMALL)
     assert data[:4] == MAGIC + bytes([5])
-    assert encode_file(GOLDEN_V6)[:2] == container.COMPACT_MAGIC + bytes([VERSION])
+    assert encode_file(GOLDEN_V6)[:2] == container.COMPACT_MAGIC + bytes([6])
+    v7 = replace(GOLDEN_V6, header=replace(GOLDEN_V6.header, version=VERSION))
+    assert encode_file(v7)[:2] == container.COMPACT_MAGIC + bytes([VERSION]) and len(encode_file(v7)) == len(encode_file(GOLDEN_V6))
     assert data[-8:] == bytes.fromhex("ffffffff01000000")
 
 

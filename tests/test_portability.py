@@ -1,8 +1,9 @@
-"""Formats 5 and 6 decode to the same pixels on every machine: committed files under other CPUs' kernels.
+"""Formats 5, 6 and 7 decode to the same pixels on every machine: committed files under other CPUs' kernels.
 
 tests/expected/portable/ holds a tiny model (tiny_model.pt: random initialisation itself differs between
-kernel sets, so the model travels as a file) and version-6 files made with it (portable/v5/: the same
-images as the version-5 encoder wrote them, which must keep decoding the same everywhere): the learned and the
+kernel sets, so the model travels as a file) and version-7 files made with it (portable/v5/ and portable/v6/:
+the same images as the version-5 and version-6 encoders wrote them, which must keep decoding the same
+everywhere): the learned and the
 coarse-to-fine exact stage, an RGBA image (linear alpha plane), and an image of six tiles.  Each case
 decodes every one of them at every truncation point (lossy prefixes, partial points, the exact image;
 the first point also with the ``sample`` and ``flow`` previews)
@@ -12,7 +13,7 @@ must be identical to this process's; the complete decodes must be the original i
 test encodes under the same settings and compares the bytes.
 
 Regenerate the files only on purpose, after a deliberate format change (the digests in
-tests/expected/codec_v6.sha256 change with them; the model file is kept if present, and the files of
+tests/expected/codec_v7.sha256 change with them; the model file is kept if present, and the files of
 older versions are kept as they are):
 
     python tests/test_portability.py --regenerate
@@ -37,6 +38,7 @@ from other_cpus import run_digest
 FOLDER = Path(__file__).parent / "expected" / "portable"
 MODEL = FOLDER / "tiny_model.pt"
 V5_FOLDER = FOLDER / "v5"  # the same cases as format 5 wrote them (decoded, never re-encoded)
+V6_FOLDER = FOLDER / "v6"  # and as format 6 wrote them (the adaptive step models)
 FAST = dict(steps=3, max_candidate_bits=8, spacing="uniform", search_threads=1, points=99)
 # name: (height, width, mode, seed, exact method)
 CASES = {
@@ -111,11 +113,12 @@ def native() -> dict[str, str]:
     """This process's digests; the complete decodes checked against the original images first."""
     model = load_model(MODEL)
     for name, (height, width, mode, seed, _) in CASES.items():
-        for folder, magic in ((FOLDER, b"\xdf\x06"), (V5_FOLDER, b"DFC\x05")):
+        for folder, magic in ((FOLDER, b"\xdf\x07"), (V6_FOLDER, b"\xdf\x06"), (V5_FOLDER, b"DFC\x05")):
             data = (folder / name).read_bytes()
             assert data.startswith(magic)
             np.testing.assert_array_equal(decode(data, model).pixels, image(height, width, mode, seed), err_msg=name)
-    return {"decode": decode_digest(FOLDER), "encode": encode_digest(FOLDER), "decode v5": decode_digest(V5_FOLDER)}
+    return {"decode": decode_digest(FOLDER), "encode": encode_digest(FOLDER), "decode v5": decode_digest(V5_FOLDER),
+            "decode v6": decode_digest(V6_FOLDER)}
 
 
 def test_the_committed_files_are_what_the_encoder_writes(native):
@@ -139,6 +142,12 @@ def test_the_encoder_writes_the_same_bytes(native, setting):
 def test_version5_files_still_decode_the_same_everywhere(native, setting):
     """Files of format 5 (before the compact header) keep decoding, to the same pixels on every machine."""
     assert _in_subprocess("decode_digest", SETTINGS[setting], V5_FOLDER) == native["decode v5"]
+
+
+@pytest.mark.parametrize("setting", ["baseline-x86-64", "two-threads"])
+def test_version6_files_still_decode_the_same_everywhere(native, setting):
+    """Files of format 6 (adaptive step models) keep decoding, to the same pixels on every machine."""
+    assert _in_subprocess("decode_digest", SETTINGS[setting], V6_FOLDER) == native["decode v6"]
 
 
 def regenerate() -> None:

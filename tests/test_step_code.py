@@ -181,7 +181,7 @@ def test_a_file_on_the_fitted_chain_round_trips_through_the_position_tables(tiny
     from diffcodec.container import decode_file, truncate
 
     pixels = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    res = encode(pixels, "RGB", tiny_model, CodecConfig(steps=50, max_candidate_bits=8, exact_from_t=700))
+    res = encode(pixels, "RGB", tiny_model, CodecConfig(steps=50, max_candidate_bits=8, exact_from_t=400))
     f = decode_file(res.data)
     assert f.header.version == 7 and (f.header.num_steps, f.header.spacing, f.header.chunk_bits) == (50, "quad", 13)
     assert f.header.exact_from < min(step_tables.POSITIONS)  # the flagged steps are all coded
