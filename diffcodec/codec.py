@@ -595,9 +595,9 @@ class _Candidate:
     checked: np.ndarray  # what the point's check covers: the state, the symbols decoded, or the exact image's subpixels
     subpixels: int = 0  # a partial point: the exact stage's symbols decoded there
 
-    def point(self, words: np.ndarray | None = None) -> TruncationPoint:
-        """Its truncation point (check 0 without ``words``: only for sizes)."""
-        check = 0 if words is None else state_check(words, self.end_word, self.checked)
+    def point(self, words: np.ndarray | None = None, implied: bool = False) -> TruncationPoint:
+        """Its truncation point (check 0 without ``words``, only for sizes, and at version 7's implied first point)."""
+        check = 0 if words is None or implied else state_check(words, self.end_word, self.checked)
         return TruncationPoint(t=self.position, end_word=self.end_word, check=check, subpixels=self.subpixels)
 
 
@@ -660,6 +660,8 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
                                 ratio=config.point_t_ratio)
     partial = any(candidates[s].subpixels for s in point_rows)
     profile = StreamProfile.for_writing(partial_points=partial, coarse_to_fine=kind == ExactKind.COARSE)
+    if profile.first_point_implied:  # x_S's point costs nothing: every file has it
+        point_rows = sorted(set(point_rows) | {0})
     header = StreamHeader(
         model_id=profile.model_identity(chain.model), width=layout.width, height=layout.height, mode=layout.mode,
         num_steps=timeline.num_steps, chunk_bits=chain.chunk_bits, threads=config.threads if profile.threads_stored else 1,
@@ -673,7 +675,8 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
                                   rmse=image.rmse(layout.fill_replicated(flat.reshape(layout.shape)))))
     reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + plan.bits, rmse=0.0))
 
-    points = tuple(candidates[s].point(words) for s in point_rows)
+    implied = profile.first_point_implied
+    points = tuple(candidates[s].point(words, implied=implied and s == 0) for s in point_rows)
     dfc = DfcFile(header=header, points=points, words=words, image_crc32=zlib.crc32(image.pixels.tobytes()))
     data = encode_file(dfc)
     # Each row's rate is the size of the file truncated right after it (container.keep_points): the header, a
@@ -681,7 +684,8 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
     partial_header = dataclasses.replace(header, flags=header.flags | FLAG_PARTIAL_POINTS)
     for s, (report, c) in enumerate(zip(reports, candidates)):
         cut_header = partial_header if c.subpixels else header
-        report.bits = 8 * (head_size(cut_header, (c.point(),), complete=False) + 4 * c.end_word)
+        cut_points = (candidates[0].point(),) * (implied and s > 0) + (c.point(),)
+        report.bits = 8 * (head_size(cut_header, cut_points, complete=False) + 4 * c.end_word)
         report.payload_bits = 32 * c.end_word
         report.point = s in point_rows
     reports[-1].bits = 8 * len(data)
@@ -763,7 +767,7 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
     limit = partials[-1].subpixels if partials and not dfc.complete else math.inf  # a partial point: the symbols it reaches
 
     def reached(step: int, x: np.ndarray) -> None:
-        if step in points:
+        if step in points and not (step == 0 and profile.first_point_implied):  # x_S's point has no check
             _verify(words, points[step], x.astype(np.float32)[chain.real], timeline.paper_t_of_step(step))
         if on_step is not None:
             on_step(1)

@@ -15,7 +15,7 @@ Examples:
     >>> import numpy as np
     >>> header = StreamHeader(model_id=bytes(3), width=32, height=32, mode="RGB",
     ...                       num_steps=100, chunk_bits=12, threads=1)
-    >>> points = (TruncationPoint(t=100, end_word=1, check=0x1234),
+    >>> points = (TruncationPoint(t=100, end_word=0, check=0),  # x_S, at no words: version 7 stores no row for it
     ...           TruncationPoint(t=50, end_word=3, check=0xBEEF),
     ...           TruncationPoint(t=0, end_word=5, check=0x0F0F))
     >>> f = DfcFile(header, points, np.arange(5, dtype=np.uint32), image_crc32=0xCAFE)
@@ -39,10 +39,12 @@ from typing import Any
 import numpy as np
 
 from .errors import DiffcodecError
-from .format import (COMPACT_MAGIC, COMPACT_VERSIONS, DEFAULT_SCHEDULE_STEPS, FLAG_COARSE_TO_FINE, FLAG_PARTIAL_POINTS,
-                     FLAG_QUAD_SPACING, FLAG_SCHEDULE_STEPS, HEADER_CHECK_INIT, LAYOUT_FLAGS, MAGIC, MAX_CHUNK_BITS,
-                     MAX_END_WORD, MAX_SCHEDULE_STEPS, MAX_SIDE, MAX_STEPS, MAX_SUBPIXELS, MAX_THREADS, MAX_VARINT_BYTES,
-                     MIN_POINT_BYTES, MODEL_ID_BYTES, MODES, READABLE_VERSIONS, SPACINGS, VERSION, known_flags,
+from .format import (COMPACT_MAGIC, COMPACT_VERSIONS, DEFAULT_CHUNK_BITS, DEFAULT_MODE, DEFAULT_NUM_STEPS,
+                     DEFAULT_SCHEDULE_STEPS, FLAG_COARSE_TO_FINE, FLAG_CODING_FIELDS, FLAG_PARTIAL_POINTS,
+                     FLAG_QUAD_SPACING, FLAG_SCHEDULE_STEPS, HEADER_CHECK_INIT, MAGIC, MAX_CHUNK_BITS, MAX_END_WORD,
+                     MAX_SCHEDULE_STEPS, MAX_SIDE, MAX_STEPS, MAX_SUBPIXELS, MAX_THREADS, MAX_VARINT_BYTES,
+                     MIN_POINT_BYTES, MODEL_ID_BYTES, MODES, MORE_FLAGS, READABLE_VERSIONS, SPACINGS, VERSION,
+                     VERSION_BYTE_FLAG_BITS, VERSION_MASK, first_point_implied, known_flags, layout_flags,
                      model_id_bytes)
 from .profile import StreamProfile
 from .timeline import Timeline
@@ -182,6 +184,10 @@ class DfcFile:
             raise DfcFormatError("points must be TruncationPoint objects")
         if points[0].t > self.header.num_steps:
             raise DfcFormatError(f"first point has t={points[0].t} > num_steps={self.header.num_steps}")
+        if first_point_implied(self.header.version) and points[0] != implied_point(self.header):
+            raise DfcFormatError(
+                f"a version-{self.header.version} file's first point is x_S, at no words with check 0 "
+                f"({implied_point(self.header)}), got {points[0]}")
         lossy_tail = [p.t for p in points if p.t != 0]
         if lossy_tail and min(lossy_tail) < self.header.exact_from:
             raise DfcFormatError(f"a lossy point has t={min(lossy_tail)} below exact_from={self.header.exact_from}")
@@ -249,14 +255,33 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def implied_point(h: StreamHeader) -> TruncationPoint:
+    """The first point of a version-7 file, which its table does not list (format.first_point_implied)."""
+    return TruncationPoint(t=h.num_steps, end_word=0, check=0)
+
+
+def _coding_fields_default(h: StreamHeader) -> bool:
+    return (h.mode, h.chunk_bits, h.num_steps) == (DEFAULT_MODE, DEFAULT_CHUNK_BITS, DEFAULT_NUM_STEPS)
+
+
 def _header_fields(h: StreamHeader) -> bytes:
-    """Magic through flags (version 6: through schedule_steps): everything before the point count."""
+    """Magic through flags (versions 6 and 7: through schedule_steps): everything before the point count."""
     if h.version in COMPACT_VERSIONS:
         custom_t = h.schedule_steps != DEFAULT_SCHEDULE_STEPS
-        wire_flags = h.flags | (FLAG_QUAD_SPACING if h.spacing == "quad" else 0) | (FLAG_SCHEDULE_STEPS if custom_t else 0)
+        coding = h.version < 7 or not _coding_fields_default(h)
+        wire_flags = (h.flags | (FLAG_QUAD_SPACING if h.spacing == "quad" else 0) | (FLAG_SCHEDULE_STEPS if custom_t else 0)
+                      | (FLAG_CODING_FIELDS if coding and h.version >= 7 else 0))
+        coding_fields = bytes((MODES.index(h.mode) << 6 | h.chunk_bits,)) + _varint(h.num_steps) if coding else b""
+        if h.version >= 7:  # the flags' low bits ride in the version byte, the rest (if any) in a varint after it
+            low, high = wire_flags & (1 << VERSION_BYTE_FLAG_BITS) - 1, wire_flags >> VERSION_BYTE_FLAG_BITS
+            flag_bytes = bytes((h.version | low << 4 | (MORE_FLAGS if high else 0),)) + (_varint(high) if high else b"")
+            return b"".join((
+                COMPACT_MAGIC, flag_bytes, h.model_id, _varint(h.width), _varint(h.height), coding_fields,
+                _varint(h.num_steps - h.exact_from), _varint(h.schedule_steps) if custom_t else b"",
+            ))
         return b"".join((
             COMPACT_MAGIC, bytes((h.version,)), h.model_id, _varint(h.width), _varint(h.height),
-            bytes((MODES.index(h.mode) << 6 | h.chunk_bits,)), _varint(h.num_steps), _varint(h.num_steps - h.exact_from),
+            coding_fields, _varint(h.num_steps - h.exact_from),
             _varint(wire_flags), _varint(h.schedule_steps) if custom_t else b"",
         ))
     return b"".join((
@@ -268,7 +293,8 @@ def _header_fields(h: StreamHeader) -> bytes:
 
 
 def _point_entries(h: StreamHeader, points: tuple[TruncationPoint, ...]) -> list[bytes]:
-    """Table rows: (t gap, end_word delta, check). The first t is stored as num_steps - t.
+    """Table rows: (t gap, end_word delta, check). The first t is stored as num_steps - t (version 7, whose
+    first point has no row: the first row's t as num_steps - 1 - t, its gap from the implied point's).
 
     With FLAG_PARTIAL_POINTS a row at t = 0 also stores the subpixel count's increase (0: the exact
     image), and a row after a t = 0 row stores no t gap (t stays 0).
@@ -276,6 +302,8 @@ def _point_entries(h: StreamHeader, points: tuple[TruncationPoint, ...]) -> list
     partial_rows = h.profile.partial_points
     rows = []
     prev_t, prev_end, prev_sub = h.num_steps + 1, 0, 0
+    if first_point_implied(h.version):  # the first point has no row: the rows start after it
+        points, prev_t = points[1:], h.num_steps
     for p in points:
         row = b"" if partial_rows and prev_t == 0 else _varint(prev_t - 1 - p.t)
         if partial_rows and p.t == 0:
@@ -289,7 +317,7 @@ def _point_entries(h: StreamHeader, points: tuple[TruncationPoint, ...]) -> list
 def _head(h: StreamHeader, points: tuple[TruncationPoint, ...], image_crc32: int | None) -> bytes:
     """Everything before the payload, ending with the header check."""
     out = bytearray(_header_fields(h))
-    out += _varint(len(points))
+    out += _varint(len(points) - first_point_implied(h.version))
     out += b"".join(_point_entries(h, points))
     if image_crc32 is not None:
         out += image_crc32.to_bytes(4, "little")
@@ -357,29 +385,45 @@ def decode_file(data: bytes) -> DfcFile:
         raise DfcFormatError(f"not a .dfc file (starts with {data[:len(MAGIC)]!r}, expected {MAGIC!r} or {COMPACT_MAGIC!r})")
     r = _Reader(data)
     r.take(len(COMPACT_MAGIC if compact else MAGIC), "header")
-    version = r.uint(1, "header")
+    version_byte = r.uint(1, "header")
+    # Version 7 on: the version's low four bits, then wire flag bits; earlier versions are the byte itself.
+    version = version_byte & VERSION_MASK if compact and version_byte & VERSION_MASK >= 7 else version_byte
     if version not in READABLE_VERSIONS or (version in COMPACT_VERSIONS) != compact:
         newer = version > VERSION if compact else version > max(v for v in READABLE_VERSIONS if v not in COMPACT_VERSIONS)
         hint = ", written by a newer diffcodec" if newer else ""
         readable = " and ".join(map(str, READABLE_VERSIONS))
         raise DfcFormatError(f"unsupported .dfc version {version}{hint} (this diffcodec reads versions {readable})")
 
+    if compact and version >= 7:  # the rest of the flags follow the version byte
+        wire_flags = version_byte >> 4 & (1 << VERSION_BYTE_FLAG_BITS) - 1
+        if version_byte & MORE_FLAGS:
+            wire_flags |= r.varint("header") << VERSION_BYTE_FLAG_BITS
     model_id = r.take(model_id_bytes(version), "header")
     width, height = r.varint("header"), r.varint("header")
-    if compact:
+    if compact and version >= 7:
+        threads = 1
+        if wire_flags & FLAG_CODING_FIELDS:
+            mode_byte, num_steps = r.uint(1, "header"), r.varint("header")
+        else:
+            mode_byte, num_steps = MODES.index(DEFAULT_MODE) << 6 | DEFAULT_CHUNK_BITS, DEFAULT_NUM_STEPS
+        exact_gap = r.varint("header")
+    elif compact:
         mode_byte, threads = r.uint(1, "header"), 1
         num_steps, exact_gap, wire_flags = (r.varint("header") for _ in range(3))
-        schedule_steps = r.varint("header") if wire_flags & FLAG_SCHEDULE_STEPS else DEFAULT_SCHEDULE_STEPS
-        # Unknown bits stay in flags, for StreamHeader to refuse after the header check.
-        spacing, flags = (1 if wire_flags & FLAG_QUAD_SPACING else 0), wire_flags & ~LAYOUT_FLAGS
     else:
         mode_byte, threads = r.uint(1, "header"), r.uint(1, "header")
         num_steps, schedule_steps, exact_gap, spacing, flags = (r.varint("header") for _ in range(5))
+    if compact:
+        schedule_steps = r.varint("header") if wire_flags & FLAG_SCHEDULE_STEPS else DEFAULT_SCHEDULE_STEPS
+        # Unknown bits stay in flags, for StreamHeader to refuse after the header check.
+        spacing, flags = (1 if wire_flags & FLAG_QUAD_SPACING else 0), wire_flags & ~layout_flags(version)
     count = r.varint("point table")
     if count * MIN_POINT_BYTES > len(data) - r.pos:
         raise DfcFormatError(f"file ends inside the .dfc point table of {count} points (cut or corrupt)")
     partial_rows = StreamProfile(version, flags).partial_points
     rows, t, end, sub = [], num_steps + 1, 0, 0
+    if first_point_implied(version):
+        rows, t = [(num_steps, 0, 0, 0)], num_steps
     for _ in range(count):
         if not (partial_rows and t == 0):
             t -= 1 + r.varint("point table")
@@ -398,6 +442,12 @@ def decode_file(data: bytes) -> DfcFile:
     try:
         if compact and wire_flags & FLAG_SCHEDULE_STEPS and schedule_steps == DEFAULT_SCHEDULE_STEPS:
             raise DfcFormatError(f"schedule_steps {DEFAULT_SCHEDULE_STEPS} is stored though it is the default")
+        if compact and version >= 7:
+            if version_byte & MORE_FLAGS and not wire_flags >> VERSION_BYTE_FLAG_BITS:
+                raise DfcFormatError("a flags varint of 0 is stored though the version byte could say so")
+            if wire_flags & FLAG_CODING_FIELDS and mode_byte >> 6 < len(MODES) and (
+                    (MODES[mode_byte >> 6], mode_byte & 0x3F, num_steps) == (DEFAULT_MODE, DEFAULT_CHUNK_BITS, DEFAULT_NUM_STEPS)):
+                raise DfcFormatError("mode, chunk_bits and num_steps are stored though they are the defaults")
         if mode_byte >> 6 >= len(MODES):
             raise DfcFormatError(f"unknown mode code {mode_byte >> 6}")
         header = StreamHeader(model_id, width, height, MODES[mode_byte >> 6], num_steps, mode_byte & 0x3F,
@@ -420,7 +470,7 @@ def decode_file(data: bytes) -> DfcFile:
             f"file cut before its first truncation point (t={points[0].t} needs "
             f"{points[0].end_word} payload words, {available} left)")
     words = np.frombuffer(payload, dtype="<u4", count=points[kept - 1].end_word).astype(np.uint32, copy=False)
-    return DfcFile(header, points[:kept], words, image_crc32 if kept == count else None, count - kept)
+    return DfcFile(header, points[:kept], words, image_crc32 if kept == len(points) else None, len(points) - kept)
 
 
 # ---- operations -------------------------------------------------------------------------------
@@ -452,15 +502,21 @@ def keep_points(f: DfcFile, n: int, *, every_point: bool = False) -> DfcFile:
     fifth of the file). ``every_point`` keeps the rows of the points before it too, for
     a file that is to be cut again. ``n = len(points)`` returns the file's own points.
     """
-    n = _int("n", n, 1, len(f.points))
-    points = f.points[:n] if every_point or n == len(f.points) else f.points[n - 1:n]
+    points = _kept_points(f, n, every_point)
     return DfcFile(f.header, points, f.words[:points[-1].end_word], f.image_crc32 if points[-1].exact else None)
+
+
+def _kept_points(f: DfcFile, n: int, every_point: bool) -> tuple[TruncationPoint, ...]:
+    """The points a file cut after its n-th keeps: the n-th alone, or all up to it (and version 7's implied first)."""
+    n = _int("n", n, 1, len(f.points))
+    if every_point or n == len(f.points):
+        return f.points[:n]
+    return (f.points[0],) * (n > 1) + f.points[n - 1:n] if first_point_implied(f.header.version) else f.points[n - 1:n]
 
 
 def cut_size(f: DfcFile, n: int, *, every_point: bool = False) -> int:
     """Bytes of ``encode_file(keep_points(f, n, every_point=every_point))``, without building it."""
-    n = _int("n", n, 1, len(f.points))
-    points = f.points[:n] if every_point or n == len(f.points) else f.points[n - 1:n]
+    points = _kept_points(f, n, every_point)
     return head_size(f.header, points, points[-1].exact) + 4 * points[-1].end_word
 
 

@@ -43,7 +43,30 @@ FLAG_COARSE_TO_FINE = 2
 # (set: quad, clear: uniform) and whether a schedule_steps varint follows (clear: T = DEFAULT_SCHEDULE_STEPS).
 FLAG_QUAD_SPACING = 4
 FLAG_SCHEDULE_STEPS = 8
-LAYOUT_FLAGS = FLAG_QUAD_SPACING | FLAG_SCHEDULE_STEPS
+LAYOUT_FLAGS = FLAG_QUAD_SPACING | FLAG_SCHEDULE_STEPS  # version 6's
+# Version 7 adds one: whether the mode/chunk_bits byte and num_steps follow (clear: the defaults below, which
+# the writer must then use: a field equal to its default is never stored, so each header has one encoding).
+FLAG_CODING_FIELDS = 16
+DEFAULT_MODE, DEFAULT_CHUNK_BITS, DEFAULT_NUM_STEPS = "RGB", 13, 50  # version 7 with FLAG_CODING_FIELDS clear
+# Version 7 keeps the version in the low four bits of its version byte and the wire flags' bits 0–2 in bits
+# 4–6; bit 7 set means a varint of the wire flags' bits from 3 on follows.  A default file's flags cost no byte.
+VERSION_MASK = 0x0F
+VERSION_BYTE_FLAG_BITS = 3
+MORE_FLAGS = 0x80
+
+
+def layout_flags(version: int) -> int:
+    """The wire flag bits of a compact header that stand for header fields (never in StreamHeader.flags)."""
+    return LAYOUT_FLAGS | (FLAG_CODING_FIELDS if version >= 7 else 0)
+
+
+def first_point_implied(version: int) -> bool:
+    """Version 7: every file's first truncation point is x_S (t = num_steps, no words, check 0) and has no row.
+
+    x_S is the shared randomness's (the header decides it), so its check could only repeat the header's; a
+    file cut there is its header alone.
+    """
+    return version >= 7
 
 
 def model_id_bytes(version: int) -> int:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from .entropy import StepSizeCoder, StepSizeCoderV1
 from .step_code import AdaptiveStepCode, StaticStepCode
-from .format import (FLAG_COARSE_TO_FINE, FLAG_PARTIAL_POINTS, LEARNED, VERSION, ExactKind, known_flags,
-                     model_id_bytes)
+from .format import (FLAG_COARSE_TO_FINE, FLAG_PARTIAL_POINTS, LEARNED, VERSION, ExactKind, first_point_implied,
+                     known_flags, model_id_bytes)
 from .numerics import EXACT, FLOAT, Numerics
 
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
@@ -89,6 +89,12 @@ class StreamProfile:
     def shared_x_T(self) -> bool:
         """x_T is the shared randomness's first candidate, coded in no bits (version 6; ``stream.SHARED_X_T``)."""
         return self.version >= 6
+
+    @property
+    def first_point_implied(self) -> bool:
+        """The first truncation point, x_S at no words, has no table row and no check (version 7;
+        :func:`diffcodec.format.first_point_implied`)."""
+        return first_point_implied(self.version)
 
     @property
     def numerics(self) -> Numerics:

@@ -29,6 +29,7 @@ from diffcodec.container import (
 )
 from diffcodec.diffusion import SPACINGS
 from diffcodec.errors import DiffcodecError
+from diffcodec.format import first_point_implied
 
 GOLDEN_PATH = Path(__file__).parent / "expected" / "container_v3.dfc"
 GOLDEN_V4_PATH = Path(__file__).parent / "expected" / "container_v4.dfc"
@@ -78,6 +79,20 @@ GOLDEN_V6 = DfcFile(
     header=replace(GOLDEN_PARTIAL.header, model_id=bytes.fromhex("012345"), threads=1, version=6),
     points=(TruncationPoint(t=1000, end_word=0, check=0x1111), *GOLDEN_PARTIAL.points[1:]),  # x_T needs no words
     words=GOLDEN.words, image_crc32=GOLDEN.image_crc32,
+)
+# Version 7: the version byte carries the flags' low bits, the mode byte and S are stored only when they are not
+# the defaults (here they are not: S = 1000, chunk_bits 12), and the first point (x_S, no words) has no row.
+GOLDEN_V7_PATH = Path(__file__).parent / "expected" / "container_v7.dfc"
+GOLDEN_V7 = DfcFile(
+    header=replace(GOLDEN_V6.header, version=7),
+    points=(TruncationPoint(t=1000, end_word=0, check=0), *GOLDEN_V6.points[1:]),
+    words=GOLDEN.words, image_crc32=GOLDEN.image_crc32,
+)
+# A default 32×32 file (RGB, chunk_bits 13, S = 50, quad, T = 1000) cut at x_S: its header alone.
+GOLDEN_V7_FLOOR = DfcFile(
+    header=StreamHeader(model_id=bytes.fromhex("abcdef"), width=32, height=32, mode="RGB", num_steps=50, chunk_bits=13,
+                        threads=1, exact_from=8, spacing="quad", version=7),
+    points=(TruncationPoint(t=50, end_word=0, check=0),), words=np.zeros(0, np.uint32), image_crc32=None,
 )
 GOLDEN_V6_T = DfcFile(header=replace(GOLDEN_V6.header, schedule_steps=4000, spacing="uniform"), points=GOLDEN_V6.points,
                       words=GOLDEN.words, image_crc32=GOLDEN.image_crc32)
@@ -243,8 +258,7 @@ def test_payload_is_little_endian_words_at_the_end() -> None:
     data = encode_file(SMALL)
     assert data[:4] == MAGIC + bytes([5])
     assert encode_file(GOLDEN_V6)[:2] == container.COMPACT_MAGIC + bytes([6])
-    v7 = replace(GOLDEN_V6, header=replace(GOLDEN_V6.header, version=VERSION))
-    assert encode_file(v7)[:2] == container.COMPACT_MAGIC + bytes([VERSION]) and len(encode_file(v7)) == len(encode_file(GOLDEN_V6))
+    assert encode_file(GOLDEN_V7)[:2] == container.COMPACT_MAGIC + bytes([0xD7])  # 7 | flags partial, quad | more flags
     assert data[-8:] == bytes.fromhex("ffffffff01000000")
 
 
@@ -528,9 +542,11 @@ def dfc_files(draw: st.DrawFn) -> DfcFile:
     n = draw(st.integers(1, min(num_steps + 1, 10)))
     ts = sorted(draw(st.sets(st.integers(0, num_steps), min_size=n, max_size=n)), reverse=True)
     ends = sorted(draw(st.lists(st.integers(0, 200), min_size=n, max_size=n)))
+    version = draw(st.sampled_from(container.READABLE_VERSIONS))
+    if first_point_implied(version):  # the first point is x_S at no words
+        ts, ends = [num_steps] + [t for t in ts if t != num_steps][: n - 1], [0] + ends[1:]
     seed = draw(st.integers(0, 2**32 - 1))
     lowest_lossy = min((t for t in ts if t > 0), default=num_steps)
-    version = draw(st.sampled_from(container.READABLE_VERSIONS))
     id_bytes = container.model_id_bytes(version)
     header = StreamHeader(
         version=version, model_id=draw(st.binary(min_size=id_bytes, max_size=id_bytes)), width=draw(st.integers(1, MAX_SIDE)),
@@ -549,6 +565,8 @@ def dfc_files(draw: st.DrawFn) -> DfcFile:
             subs = [0] * (len(ts) - len(parts) - final) + parts + [0] * final
             ends = sorted(ends + draw(st.lists(st.integers(0, 200), min_size=len(ts) - len(ends), max_size=len(ts) - len(ends))))
     points = tuple(TruncationPoint(t, e, draw(st.integers(0, 0xFFFF)), sub) for t, e, sub in zip(ts, ends, subs))
+    if first_point_implied(version):
+        points = (container.implied_point(header), *points[1:])
     words = np.random.default_rng(seed).integers(0, 2**32, ends[-1], dtype=np.uint32)
     crc = draw(st.integers(0, 2**32 - 1)) if points[-1].exact else None
     return DfcFile(header, points, words, crc)
@@ -579,7 +597,8 @@ _EDITS = st.one_of(
 
 
 @settings(FUZZ, max_examples=100)
-@given(st.sampled_from([GOLDEN, SMALL, GOLDEN_PARTIAL, GOLDEN_V6, GOLDEN_V6_T]), st.lists(_EDITS, min_size=1, max_size=4),
+@given(st.sampled_from([GOLDEN, SMALL, GOLDEN_PARTIAL, GOLDEN_V6, GOLDEN_V6_T, GOLDEN_V7, GOLDEN_V7_FLOOR]),
+       st.lists(_EDITS, min_size=1, max_size=4),
        st.booleans())
 def test_fuzz_mutated_files(f: DfcFile, edits: list[tuple[str, int, object]], in_header: bool) -> None:
     data = bytearray(encode_file(f))
@@ -603,7 +622,8 @@ if __name__ == "__main__":
     if sys.argv[1:] != ["--regenerate-golden"]:
         sys.exit(__doc__)
     GOLDEN_PATH.parent.mkdir(exist_ok=True)
-    for path, f in ((GOLDEN_V4_PATH, GOLDEN_V4), (GOLDEN_PARTIAL_PATH, GOLDEN_PARTIAL), (GOLDEN_V6_PATH, GOLDEN_V6)):
+    for path, f in ((GOLDEN_V4_PATH, GOLDEN_V4), (GOLDEN_PARTIAL_PATH, GOLDEN_PARTIAL), (GOLDEN_V6_PATH, GOLDEN_V6),
+                    (GOLDEN_V7_PATH, GOLDEN_V7)):
         path.write_bytes(encode_file(f))
         print(f"wrote {path} ({path.stat().st_size} bytes)")
 
@@ -691,3 +711,69 @@ def test_version6_x_T_alone_is_a_file_of_its_header() -> None:
     data = encode_file(first)
     assert len(first.words) == 0 and len(data) == 14 + 4 + 2  # header fields and count, x_T's row, header check
     assert decode_file(data) == first
+
+
+# ---- version 7: flags in the version byte, default coding fields, the implied first point --------------
+
+def _resealed_head(f: DfcFile, head: bytes) -> bytes:
+    """A file with `f`'s payload after the header bytes `head` (its check recomputed)."""
+    data = encode_file(f)
+    return head + binascii.crc_hqx(head, 0xFFFF).to_bytes(2, "little") + data[head_len(f, data):]
+
+
+def test_version7_golden_vector() -> None:
+    data = GOLDEN_V7_PATH.read_bytes()
+    assert encode_file(GOLDEN_V7) == data, "format changed: see the module docstring before regenerating"
+    assert decode_file(data) == GOLDEN_V7
+    # magic, version 7 | flags partial | quad in bits 4-6 | more flags (coding fields stored), flags >> 3 = 2,
+    # model id, 32, 24, RGB | chunk 12, S = 1000, S − exact_from = 990, 5 rows (x_S has none)
+    assert data[:14] == bytes.fromhex("df" "d7" "02" "012345" "20" "18" "4c" "e807" "de07" "05")
+    # the first row is t = 500's: t gap 1000 − 1 − 500 = 499, end_word 3, its check
+    assert data[14:19] == bytes.fromhex("f303" "03" "3333")
+    # 4 bytes fewer than version 6: x_S's row (t gap, end_word, 2-byte check); the flags' byte moved
+    assert len(data) == len(GOLDEN_V6_PATH.read_bytes()) - 4
+
+
+def test_version7_default_file_cut_at_x_S_is_11_bytes() -> None:
+    """The floor of every default 32x32 prefix: 88 bits, 0.029 bits/dim (issue 19: at most 0.03)."""
+    data = encode_file(GOLDEN_V7_FLOOR)
+    # magic, version 7 | quad, model id, 32, 32, S − exact_from = 42, no rows, header check
+    assert data[:9] == bytes.fromhex("df" "47" "abcdef" "20" "20" "2a" "00") and len(data) == 11
+    assert decode_file(data) == GOLDEN_V7_FLOOR
+    assert 8 * len(data) / (32 * 32 * 3) < 0.03
+
+
+def test_version7_stores_each_header_one_way() -> None:
+    head = encode_file(GOLDEN_V7_FLOOR)[:-2]
+    # the defaults stored explicitly (coding fields flag, RGB | 13, S = 50): a second encoding, refused
+    explicit = bytes([head[0], 0x80 | head[1], 0x02]) + head[2:7] + bytes([1 << 6 | 13, 50]) + head[7:]
+    with pytest.raises(DfcFormatError, match="stored though they are the defaults"):
+        decode_file(_resealed_head(GOLDEN_V7_FLOOR, explicit))
+    # "more flags" with none: refused
+    with pytest.raises(DfcFormatError, match="flags varint of 0"):
+        decode_file(_resealed_head(GOLDEN_V7_FLOOR, bytes([head[0], 0x80 | head[1], 0x00]) + head[2:]))
+    # a version-6 byte never carries flag bits: 0x16 is no version this reads
+    v6 = encode_file(GOLDEN_V6)
+    with pytest.raises(DfcFormatError, match="unsupported .dfc version 22"):
+        decode_file(v6[:1] + bytes([0x16]) + v6[2:])
+
+
+def test_version7_coding_fields_round_trip_when_not_default() -> None:
+    for change in ({"mode": "L"}, {"chunk_bits": 12}, {"num_steps": 100, "exact_from": 8}, {"schedule_steps": 4000}):
+        h = replace(GOLDEN_V7_FLOOR.header, **change)
+        f = DfcFile(h, (container.implied_point(h),), np.zeros(0, np.uint32), None)
+        data = encode_file(f)
+        assert decode_file(data) == f and len(data) == 11 + 3  # a flags byte, then mode and S, or T's two bytes
+
+
+def test_version7_first_point_is_implied() -> None:
+    with pytest.raises(DfcFormatError, match="first point is x_S"):
+        replace(GOLDEN_V7, points=(TruncationPoint(t=1000, end_word=0, check=0x1111), *GOLDEN_V7.points[1:]))
+    with pytest.raises(DfcFormatError, match="first point is x_S"):
+        replace(GOLDEN_V7, points=GOLDEN_V7.points[1:])
+    # a cut keeps x_S's point for free: the table lists the cut point alone, as in version 6
+    cut = container.keep_points(GOLDEN_V7, 3)
+    assert cut.points == (GOLDEN_V7.points[0], GOLDEN_V7.points[2])
+    # a 21-byte head: 16 of header, the t = 10 row (gap 989: 2 bytes, 20 words, check 2), the header check
+    assert len(encode_file(cut)) == container.cut_size(GOLDEN_V7, 3) == 21 + 4 * 20
+    assert decode_file(encode_file(cut)) == cut
