@@ -40,11 +40,12 @@ def run_encode(args) -> None:
     images = np.load(args.data, mmap_mode="r")
     index = list(range(args.first, len(images), args.step))[: args.limit]
     model = load_model(None)
-    out = {"tree": str(Path(diffcodec.__file__).parents[1]), "version": VERSION, "images": []}
+    out = {"tree": str(Path(diffcodec.__file__).parents[1]), "version": VERSION, "exact_method": args.exact_method,
+           "images": []}
     t0 = time.perf_counter()
     for n, i in enumerate(index):
         pixels = np.ascontiguousarray(images[i])
-        res = encode(pixels, "RGB", model, CodecConfig(search_threads=1))
+        res = encode(pixels, "RGB", model, CodecConfig(search_threads=1, exact_method=args.exact_method))
         dfc = decode_file(res.data)
         exact = bool(np.array_equal(decode(res.data, model).pixels, pixels))
         cuts_ok = True
@@ -63,7 +64,7 @@ def run_encode(args) -> None:
     args.out.write_text(json.dumps(out) + "\n")
 
 
-def pooled(run: dict) -> tuple[list[float | None], float]:
+def pooled(run: dict, rates: tuple[float, ...] = RATES) -> tuple[list[float | None], float]:
     from diffcodec.rdcurve import RDAccumulator, rmse_at_rate
 
     acc = RDAccumulator(schedule_steps=1000)
@@ -71,21 +72,22 @@ def pooled(run: dict) -> tuple[list[float | None], float]:
         acc.add([SimpleNamespace(**s) for s in im["steps"]], im["dims"])
     curve = [(p.rate_bpd, p.rmse) for p in acc.curve().points if p.rmse > 0]
     lossless = sum(im["bits"] for im in run["images"]) / sum(im["dims"] for im in run["images"])
-    return [rmse_at_rate(curve, r) for r in RATES], lossless
+    return [rmse_at_rate(curve, r) for r in rates], lossless
 
 
 def run_compare(args) -> None:
     runs = [json.loads(Path(p).read_text()) for p in args.runs]
     if len({tuple(im["index"] for im in r["images"]) for r in runs}) != 1:
         raise SystemExit("the runs hold different images")
-    rows = {}
-    print("| format | " + " | ".join(f"RMSE at {r}" for r in RATES) + " | lossless bits/dim | files decode |")
-    print("|---" * (len(RATES) + 3) + "|")
-    for r in runs:
-        rmse, lossless = pooled(r)
+    rows, rates = {}, tuple(args.rates or RATES)
+    print("| run | " + " | ".join(f"RMSE at {r}" for r in rates) + " | lossless bits/dim | files decode |")
+    print("|---" * (len(rates) + 3) + "|")
+    for path, r in zip(args.runs, runs):
+        rmse, lossless = pooled(r, rates)
         ok = all(im["exact"] and im["cuts_ok"] for im in r["images"])
-        rows[f"v{r['version']}"] = {"rmse": rmse, "lossless_bpd": lossless, "all_decode": ok}
-        print(f"| {r['version']} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in rmse) + f" | {lossless:.4f} | {ok} |")
+        rows[args.label[len(rows)] if args.label else f"v{r['version']}"] = {
+            "rmse": rmse, "lossless_bpd": lossless, "all_decode": ok, "exact_method": r.get("exact_method", "default")}
+        print(f"| {list(rows)[-1]} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in rmse) + f" | {lossless:.4f} | {ok} |")
     a, b = runs[0], runs[-1]
     prefix = []
     for ia, ib in zip(a["images"], b["images"]):
@@ -94,7 +96,7 @@ def run_compare(args) -> None:
                 prefix.append((sa["bits"], sb["bits"]))
     pa, pb = np.array(prefix, dtype=np.float64).T
     summary = {"command": "python bench/step_code_v7.py compare " + " ".join(args.runs), "images": len(a["images"]),
-               "first_index": a["images"][0]["index"], "rates": RATES, "runs": rows,
+               "first_index": a["images"][0]["index"], "rates": rates, "runs": rows,
                "lossy_prefix_bits_ratio": float(pb.sum() / pa.sum()),
                "lossy_prefixes": len(pa), "lossy_prefix_bits_saved_per_prefix": float((pa.sum() - pb.sum()) / len(pa)),
                "lossless_bits_saved_per_image": float(sum(i["bits"] for i in a["images"]) - sum(i["bits"] for i in b["images"]))
@@ -112,9 +114,12 @@ def main() -> None:
     e.add_argument("--first", type=int, default=3500)
     e.add_argument("--step", type=int, default=10)
     e.add_argument("--limit", type=int, default=40)
+    e.add_argument("--exact-method", default="auto", choices=["auto", "learned", "coarse", "linear"])
     e.add_argument("--out", type=Path, required=True)
     c = sub.add_parser("compare", help="RMSE at fixed rates and lossless bits/dim of encode's runs")
     c.add_argument("runs", nargs="+")
+    c.add_argument("--rates", type=float, nargs="+", default=None, help=f"bits/dim (default {RATES})")
+    c.add_argument("--label", nargs="+", default=None, help="a name per run (default: its format version)")
     c.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     run_encode(args) if args.command == "encode" else run_compare(args)
