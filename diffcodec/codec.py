@@ -114,10 +114,14 @@ class CodecConfig:
     # (the model's context network for the colour plane; RGB and RGBA images) or "coarse" (the coarse-to-fine
     # network: bins first, so the exact stage's partial points are previews to within a bin).
     exact_method: str = "auto"
-    # Encoder-only: above 1, "auto" also tries the coarse-to-fine stage (where the model has one) and writes it
-    # when it costs at most this many times the cheapest other stage from the same state: better previews
-    # inside the exact stage for a slightly larger lossless file.  At 1 (the default) "auto" does not try it:
-    # the shipped network costs ~1% more than the learned stage (docs/codec.md), so it would not be chosen.
+    # Encoder-only: "auto" writes the coarse-to-fine stage (where the model has one) on images of at most this
+    # many pixels: its partial points are previews to within a bin, which on 40 validation images cut RMSE at
+    # 1.5-2 bits/dim by 37-39% for +0.12% lossless (BENCHMARKS.md, "The coarse-to-fine stage by default").
+    # Larger images keep the learned stage: coarse-to-fine costs twice its network passes (+35% encode and
+    # decode time on a 64x64 photo crop), and photos are slow already.  0: never by default.
+    coarse_max_pixels: int = 32 * 32
+    # Encoder-only: above 1, "auto" also tries the coarse-to-fine stage on larger images and writes it when it
+    # costs at most this many times the cheapest other stage from the same state.
     coarse_margin: float = 1.0
     # Encoder-only: "auto" tries the learned stage (the context network costs ~6 linear plans) on at most
     # this many states whose total with the linear stage is within ``learned_margin`` of the best.
@@ -144,6 +148,8 @@ class CodecConfig:
             raise DiffcodecError("target_gain must be in 0.5..4")
         if self.coarse_margin < 1.0:
             raise DiffcodecError("coarse_margin must be at least 1")
+        if self.coarse_max_pixels < 0:
+            raise DiffcodecError("coarse_max_pixels must be at least 0")
         if self.learned_candidates < 1 or self.learned_margin < 1.0:
             raise DiffcodecError("learned_candidates must be at least 1 and learned_margin at least 1")
         if self.exact_method not in EXACT_METHODS:
@@ -509,8 +515,9 @@ def _choose(chain: Chain, image: _Image, search: _Search, config: CodecConfig
 
     Pass 1 measured the linear stage ("learned": the learned one) at every state.  The learned stage saves a few %
     of the exact stage, so it can only win near the linear optimum: "auto" tries it on the few states closest to it
-    (the context network costs ~6 linear plans).  The coarse-to-fine stage is tried at the chosen state only: it
-    costs twice the learned stage's network passes.
+    (the context network costs ~6 linear plans).  The coarse-to-fine stage is planned at the chosen state only (it
+    costs twice the learned stage's network passes), and "auto" writes it there on small images
+    (``coarse_max_pixels``) or within ``coarse_margin``.
     """
     plans = list(search.plans)
     tl = chain.timeline
@@ -537,10 +544,11 @@ def _choose(chain: Chain, image: _Image, search: _Search, config: CodecConfig
             plans[stop] = with_learned(stop)
     plan = plans[stop]
     stop_pred = search.predictions.only(stop)
-    try_coarse = config.exact_method == "coarse" or (config.exact_method == "auto" and config.coarse_margin > 1.0)
+    small = chain.layout.height * chain.layout.width <= config.coarse_max_pixels
+    try_coarse = config.exact_method == "coarse" or (config.exact_method == "auto" and (small or config.coarse_margin > 1.0))
     if try_coarse and exact.coarse_available(chain.planes, chain.model.coarse):
         coarse = _plan(chain, image, ExactKind.COARSE, stop_pred, search.states[stop].astype(np.float64), tl.index_of_step(stop))
-        if config.exact_method == "coarse" or coarse.bits <= config.coarse_margin * plan.bits:
+        if config.exact_method == "coarse" or small or coarse.bits <= config.coarse_margin * plan.bits:
             plan = coarse
     return stop, plan, stop_pred
 

@@ -848,13 +848,16 @@ def test_coarse_files_need_their_network_and_other_files_do_not():
         CodecConfig(coarse_margin=0.9)
 
 
-def test_auto_writes_the_coarse_stage_within_its_margin():
-    """"auto" with coarse_margin above 1 compares the coarse-to-fine stage with the cheapest other one at the chosen
-    state: a large margin takes it, a margin just above 1 only where it is cheaper.  At the default margin (1) it
-    is not tried: the files are those of a model without the network.  A grey image never takes it."""
+def test_auto_writes_the_coarse_stage_on_small_images_or_within_its_margin():
+    """"auto" writes the coarse-to-fine stage on images of at most coarse_max_pixels pixels.  On larger ones, with
+    coarse_margin above 1, it compares it with the cheapest other one at the chosen state: a large margin takes
+    it, a margin just above 1 only where it is cheaper.  At the default margin (1) it is not tried: the files
+    are those of a model without the network.  A grey image never takes it."""
     model = COARSE_MODEL()
     img = image(8, 8, "RGB", seed=5)
-    base = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform")
+    small = CodecConfig(steps=3, max_candidate_bits=8, spacing="uniform", coarse_max_pixels=64)
+    assert encode(img, "RGB", model, small).data == encode(img, "RGB", model, replace(small, exact_method="coarse")).data
+    base = replace(small, coarse_max_pixels=63)  # an 8x8 image is now a large one
     assert encode(img, "RGB", model, replace(base, coarse_margin=100.0)).exact_method == "coarse"
     strict = encode(img, "RGB", model, replace(base, coarse_margin=1.0 + 1e-9))
     sizes = {m: len(encode(img, "RGB", model, replace(base, exact_method=m)).data) for m in ("coarse", "learned", "linear")}
