@@ -684,7 +684,9 @@ def _file(chain: Chain, image: _Image, search: _Search, written: _Written, previ
     reports.append(StepReport(t=0, bits=0, kl_bits=kl_prefix + plan.bits, rmse=0.0))
 
     implied = profile.first_point_implied
-    points = tuple(candidates[s].point(words, implied=implied and s == 0) for s in point_rows)
+    # Version 8's points carry no check (the container checks the payload once): the words stay out of them.
+    checked_words = words if profile.point_checks else None
+    points = tuple(candidates[s].point(checked_words, implied=implied and s == 0) for s in point_rows)
     dfc = DfcFile(header=header, points=points, words=words, image_crc32=zlib.crc32(image.pixels.tobytes()))
     data = encode_file(dfc)
     # Each row's rate is the size of the file truncated right after it (container.keep_points): the header, a
@@ -736,10 +738,14 @@ def decode(
     dfc = data if isinstance(data, DfcFile) else decode_file(data)
     check_image_size(dfc.header, max_pixels)
     try:
-        return _decode(dfc, model, stop_at_t, reconstruct, seed, on_step, batch_size)
+        result = _decode(dfc, model, stop_at_t, reconstruct, seed, on_step, batch_size)
     except AssertionError:
         # constriction asserts when corrupt data decodes to a symbol the model cannot produce.
         raise StreamMismatchError("the stream is corrupt (the entropy decoder met an impossible symbol)") from None
+    if dfc.cut and not dfc.header.profile.point_checks:
+        result.notes.append("file cut at a byte no truncation point ends at: what it keeps was decoded unchecked "
+                            "(a file cut by diffcodec truncate has a check of its own)")
+    return result
 
 
 def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on_step, batch_size: int = 64) -> DecodeResult:
@@ -775,7 +781,7 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
     limit = partials[-1].subpixels if partials and not dfc.complete else math.inf  # a partial point: the symbols it reaches
 
     def reached(step: int, x: np.ndarray) -> None:
-        if step in points and not (step == 0 and profile.first_point_implied):  # x_S's point has no check
+        if profile.point_checks and step in points and not (step == 0 and profile.first_point_implied):  # x_S's has none
             _verify(words, points[step], x.astype(np.float32)[chain.real], timeline.paper_t_of_step(step))
         if on_step is not None:
             on_step(1)
@@ -795,7 +801,7 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
                                 complete=False, notes=notes)
 
     flat = state.exact.flat()
-    if partials:
+    if partials and profile.point_checks:
         seq = exact.coding_order(state.stage_list, state.exact.x)
         for p in partials:
             _verify(words, p, seq[: p.subpixels].astype(np.float32), 0)
@@ -807,7 +813,8 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
         what = "of its symbols are decoded (colour bins first)" if state.kind == ExactKind.COARSE else "of the subpixels are exact"
         notes.append(f"stream ends inside the exact stage: {100 * share:.0f}% {what}, the rest predicted")
         return DecodeResult(pixels=pixels, mode=h.mode, t=0, complete=False, notes=notes, partial=share)
-    _verify(words, points[target], flat[layout.lossless_mask().reshape(-1)].astype(np.float32), 0)
+    if profile.point_checks:
+        _verify(words, points[target], flat[layout.lossless_mask().reshape(-1)].astype(np.float32), 0)
     if dfc.image_crc32 is not None and zlib.crc32(pixels.tobytes()) != dfc.image_crc32:
         raise StreamMismatchError("decoded image fails its checksum: the stream is corrupt")
     return DecodeResult(pixels=pixels, mode=h.mode, t=0, complete=True, notes=notes)

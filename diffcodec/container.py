@@ -15,9 +15,9 @@ Examples:
     >>> import numpy as np
     >>> header = StreamHeader(model_id=bytes(3), width=32, height=32, mode="RGB",
     ...                       num_steps=100, chunk_bits=12, threads=1)
-    >>> points = (TruncationPoint(t=100, end_word=0, check=0),  # x_S, at no words: version 7 stores no row for it
-    ...           TruncationPoint(t=50, end_word=3, check=0xBEEF),
-    ...           TruncationPoint(t=0, end_word=5, check=0x0F0F))
+    >>> points = (TruncationPoint(t=100, end_word=0, check=0),  # x_S, at no words: version 7 on stores no row for it
+    ...           TruncationPoint(t=50, end_word=3, check=0),  # version 8: no check per point, one of the payload
+    ...           TruncationPoint(t=0, end_word=5, check=0))
     >>> f = DfcFile(header, points, np.arange(5, dtype=np.uint32), image_crc32=0xCAFE)
     >>> data = encode_file(f)
     >>> decode_file(data) == f
@@ -43,9 +43,9 @@ from .format import (COMPACT_MAGIC, COMPACT_VERSIONS, DEFAULT_CHUNK_BITS, DEFAUL
                      DEFAULT_SCHEDULE_STEPS, FLAG_COARSE_TO_FINE, FLAG_CODING_FIELDS, FLAG_PARTIAL_POINTS,
                      FLAG_QUAD_SPACING, FLAG_SCHEDULE_STEPS, HEADER_CHECK_INIT, MAGIC, MAX_CHUNK_BITS, MAX_END_WORD,
                      MAX_SCHEDULE_STEPS, MAX_SIDE, MAX_STEPS, MAX_SUBPIXELS, MAX_THREADS, MAX_VARINT_BYTES,
-                     MIN_POINT_BYTES, MODEL_ID_BYTES, MODES, MORE_FLAGS, READABLE_VERSIONS, SPACINGS, VERSION,
+                     MODEL_ID_BYTES, MODES, MORE_FLAGS, PAYLOAD_CHECK_INIT, READABLE_VERSIONS, SPACINGS, VERSION,
                      VERSION_BYTE_FLAG_BITS, VERSION_MASK, first_point_implied, known_flags, layout_flags,
-                     model_id_bytes)
+                     min_point_bytes, model_id_bytes, payload_check)
 from .profile import StreamProfile
 from .timeline import Timeline
 
@@ -132,7 +132,7 @@ class TruncationPoint:
 
     t: int  # S..1: lossy state x_t (chain index); 0: the exact image, or a partial one
     end_word: int  # payload words needed to decode up to here
-    check: int  # 16-bit check value of the codec; opaque to the container
+    check: int  # 16-bit check value of the codec; opaque to the container (version 8: none, always 0)
     subpixels: int = 0  # t = 0 only: exact-stage subpixels decoded at a partial point; 0 = not partial
 
     def __post_init__(self) -> None:
@@ -188,6 +188,9 @@ class DfcFile:
             raise DfcFormatError(
                 f"a version-{self.header.version} file's first point is x_S, at no words with check 0 "
                 f"({implied_point(self.header)}), got {points[0]}")
+        if payload_check(self.header.version) and any(p.check for p in points):
+            raise DfcFormatError(f"a version-{self.header.version} file's points have no checks (check 0): "
+                                 "one check covers its payload")
         lossy_tail = [p.t for p in points if p.t != 0]
         if lossy_tail and min(lossy_tail) < self.header.exact_from:
             raise DfcFormatError(f"a lossy point has t={min(lossy_tail)} below exact_from={self.header.exact_from}")
@@ -309,16 +312,26 @@ def _point_entries(h: StreamHeader, points: tuple[TruncationPoint, ...]) -> list
         if partial_rows and p.t == 0:
             row += _varint(p.subpixels - prev_sub if p.partial else 0)
             prev_sub = p.subpixels
-        rows.append(row + _varint(p.end_word - prev_end) + p.check.to_bytes(2, "little"))
+        check = b"" if payload_check(h.version) else p.check.to_bytes(2, "little")
+        rows.append(row + _varint(p.end_word - prev_end) + check)
         prev_t, prev_end = p.t, p.end_word
     return rows
 
 
-def _head(h: StreamHeader, points: tuple[TruncationPoint, ...], image_crc32: int | None) -> bytes:
-    """Everything before the payload, ending with the header check."""
+def payload_crc(words: np.ndarray) -> int:
+    """Version 8's payload check: CRC-16/CCITT-FALSE of the payload words as little-endian bytes."""
+    return binascii.crc_hqx(np.asarray(words).astype("<u4", copy=False).tobytes(), PAYLOAD_CHECK_INIT)
+
+
+def _head(h: StreamHeader, points: tuple[TruncationPoint, ...], image_crc32: int | None,
+          words: np.ndarray | None = None) -> bytes:
+    """Everything before the payload, ending with the header check (``words``: the payload, for version 8's check;
+    None writes a placeholder, for sizes)."""
     out = bytearray(_header_fields(h))
     out += _varint(len(points) - first_point_implied(h.version))
     out += b"".join(_point_entries(h, points))
+    if payload_check(h.version) and points[-1].end_word:  # an empty payload (a file cut at x_S) needs no check
+        out += (0 if words is None else payload_crc(words)).to_bytes(2, "little")
     if image_crc32 is not None:
         out += image_crc32.to_bytes(4, "little")
     out += binascii.crc_hqx(out, HEADER_CHECK_INIT).to_bytes(2, "little")
@@ -332,7 +345,7 @@ def head_size(h: StreamHeader, points: tuple[TruncationPoint, ...], complete: bo
 
 def encode_file(f: DfcFile) -> bytes:
     """Serialize `f` (its ``points_lost`` is not stored: a cut file re-encodes as a shorter whole one)."""
-    return _head(f.header, f.points, f.image_crc32) + f.words.astype("<u4", copy=False).tobytes()
+    return _head(f.header, f.points, f.image_crc32, f.words) + f.words.astype("<u4", copy=False).tobytes()
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -418,7 +431,7 @@ def decode_file(data: bytes) -> DfcFile:
         # Unknown bits stay in flags, for StreamHeader to refuse after the header check.
         spacing, flags = (1 if wire_flags & FLAG_QUAD_SPACING else 0), wire_flags & ~layout_flags(version)
     count = r.varint("point table")
-    if count * MIN_POINT_BYTES > len(data) - r.pos:
+    if count * min_point_bytes(version) > len(data) - r.pos:
         raise DfcFormatError(f"file ends inside the .dfc point table of {count} points (cut or corrupt)")
     partial_rows = StreamProfile(version, flags).partial_points
     rows, t, end, sub = [], num_steps + 1, 0, 0
@@ -433,7 +446,8 @@ def decode_file(data: bytes) -> DfcFile:
         else:
             row_sub = 0
         end += r.varint("point table")
-        rows.append((t, end, r.uint(2, "point table"), row_sub))
+        rows.append((t, end, 0 if payload_check(version) else r.uint(2, "point table"), row_sub))
+    stored_payload_crc = r.uint(2, "point table") if payload_check(version) and end else None
     image_crc32 = r.uint(4, "header") if rows and rows[-1][0] == 0 and rows[-1][3] == 0 else None
     covered = r.pos
     if r.uint(2, "header") != binascii.crc_hqx(data[:covered], HEADER_CHECK_INIT):
@@ -470,6 +484,9 @@ def decode_file(data: bytes) -> DfcFile:
             f"file cut before its first truncation point (t={points[0].t} needs "
             f"{points[0].end_word} payload words, {available} left)")
     words = np.frombuffer(payload, dtype="<u4", count=points[kept - 1].end_word).astype(np.uint32, copy=False)
+    # Version 8: a whole file's payload is checked here; a file cut at an arbitrary byte keeps no check of its own.
+    if stored_payload_crc is not None and kept == len(points) and payload_crc(words) != stored_payload_crc:
+        raise DfcFormatError("corrupt .dfc file: payload check failed")
     return DfcFile(header, points[:kept], words, image_crc32 if kept == len(points) else None, len(points) - kept)
 
 
@@ -496,10 +513,10 @@ def keep_points(f: DfcFile, n: int, *, every_point: bool = False) -> DfcFile:
     """The file cut after its first ``n`` points (1..len(points)): an ordinary, smaller file.
 
     Its table lists the n-th point alone: a decoder needs no other row to reach it, and
-    that point's check covers the whole payload prefix and the state it ends at (a wrong
-    earlier step leaves that state wrong too), so dropping the earlier rows loses no
-    protection and saves their bytes (~4 each; at 0.1 bits/dim on 32×32 they were a
-    fifth of the file). ``every_point`` keeps the rows of the points before it too, for
+    what checks the kept words (that point's check of the payload prefix and the state it
+    ends at, versions 1–7; version 8's payload check, computed here for the words kept)
+    covers the earlier points too, so dropping their rows loses no protection and saves
+    their bytes (2–4 each; at 0.1 bits/dim on 32×32 they were a fifth of the file). ``every_point`` keeps the rows of the points before it too, for
     a file that is to be cut again. ``n = len(points)`` returns the file's own points.
     """
     points = _kept_points(f, n, every_point)

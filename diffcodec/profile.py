@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from .entropy import StepSizeCoder, StepSizeCoderV1
 from .step_code import AdaptiveStepCode, StaticStepCode
 from .format import (FLAG_COARSE_TO_FINE, FLAG_PARTIAL_POINTS, LEARNED, VERSION, ExactKind, first_point_implied,
-                     known_flags, model_id_bytes)
+                     known_flags, model_id_bytes, payload_check)
 from .numerics import EXACT, FLOAT, Numerics
 
 CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
@@ -95,6 +95,12 @@ class StreamProfile:
         """The first truncation point, x_S at no words, has no table row and no check (version 7;
         :func:`diffcodec.format.first_point_implied`)."""
         return first_point_implied(self.version)
+
+    @property
+    def point_checks(self) -> bool:
+        """Each truncation point carries the codec's check of the payload prefix and the state there (versions
+        1–7); version 8 checks the payload once in the container instead (:func:`diffcodec.format.payload_check`)."""
+        return not payload_check(self.version)
 
     @property
     def numerics(self) -> Numerics:

@@ -12,11 +12,11 @@ stop after two states (x_1000, x_501, then x_0).  Tests that need the whole chai
 over all steps, stop-at-t at every coded t, cuts and truncation at several points) use
 ``FULL``, which forces the exact stage to start at x_1 (the paper's L_0).
 
-GOLDEN BITSTREAMS: tests/expected/codec_v7.sha256 holds the SHA-256 of the files produced by
-:func:`golden_encoding` and the other ``golden_encoding_*`` cases (format version 7).  Versions 5 to 7
+GOLDEN BITSTREAMS: tests/expected/codec_v8.sha256 holds the SHA-256 of the files produced by
+:func:`golden_encoding` and the other ``golden_encoding_*`` cases (format version 8).  Versions 5 to 8
 compute everything their stream depends on exactly (integer networks, diffcodec/exactmath.py; version 7's
 step tables are integers), so these digests are the same on every machine: a failure is a format change.
-(Version-5 and -6 files made with a committed tiny model are decoded in tests/test_portability.py.)  Regenerate them only on purpose, after a
+(Version-5, -6 and -7 files made with a committed tiny model are decoded in tests/test_portability.py.)  Regenerate them only on purpose, after a
 deliberate format change, with
 
     python tests/test_codec.py --regenerate-golden
@@ -50,7 +50,7 @@ from diffcodec.errors import DiffcodecError
 
 from conftest import make_tiny_model
 
-GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v7.sha256"
+GOLDEN_PATH = Path(__file__).parent / "expected" / "codec_v8.sha256"
 V4_STREAMS = {"learned": Path(__file__).parent / "expected" / "codec_v4.dfc",
               "coarse": Path(__file__).parent / "expected" / "codec_v4_coarse.dfc"}
 # SHA-256 of the tiny float model's outputs (float_model_digest) on the machine that wrote the stored v1–v4 streams.
@@ -64,7 +64,7 @@ CHANNELS = {"L": 1, "RGB": 3, "RGBA": 4}
 
 
 def golden_digests() -> list[str]:
-    """The digests of codec_v7.sha256, in GOLDEN_CASES order."""
+    """The digests of codec_v8.sha256, in GOLDEN_CASES order."""
     return [line.split()[0] for line in GOLDEN_PATH.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
@@ -543,8 +543,30 @@ def test_flipped_payload_bits_raise_only_diffcodec_errors(flip_outcomes):
     for where, outcome in outcomes:
         if isinstance(outcome, BaseException) and not isinstance(outcome, DiffcodecError):
             raise AssertionError(f"flip at byte {where[0]} bit {where[1]} raised {type(outcome).__name__}: {outcome}")
-    # the mismatches are reported as such
-    assert any(isinstance(o, StreamMismatchError) for _, o in outcomes)
+    # version 8: the container's payload check refuses every single flip before the decoder runs
+    assert all(isinstance(o, DfcFormatError) and "payload check failed" in str(o) for _, o in outcomes)
+
+
+def test_flipped_bits_of_a_file_cut_at_any_byte_raise_only_diffcodec_errors(tiny_model, rgb8):
+    """A file cut at a byte no point ends at keeps no payload check (version 8): its flips reach the decoder.
+
+    They may decode to a wrong image (documented: docs/format.md, "What the checks protect") but must never
+    panic or raise anything but a DiffcodecError (constriction's assertions become StreamMismatchError).
+    """
+    data = rgb8[1].data[:-1]
+    assert decode_file(data).cut
+    kinds = set()
+    for n, pos in enumerate(range(payload_start(data), len(data) - 3)):
+        corrupt = bytearray(data)
+        corrupt[pos] ^= 1 << (n % 8)
+        try:
+            out = decode(bytes(corrupt), tiny_model)
+        except DiffcodecError as exc:
+            kinds.add(type(exc).__name__)
+        else:
+            assert not out.complete and "decoded unchecked" in out.notes[-1]
+            kinds.add("image")
+    assert "image" in kinds
 
 
 def test_flipped_header_bits_are_format_errors(tiny_model, rgb8):
@@ -570,7 +592,7 @@ def test_a_model_with_another_schedule_length_is_refused(rgb8):
 # ---------------------------------------------------------------------------- golden bitstream
 
 def test_golden_bitstreams():
-    """SHA-256 of each golden case's file (format version 7), the same on every machine.
+    """SHA-256 of each golden case's file (format version 8), the same on every machine.
 
     golden_encoding(): 8×8 RGB from seed 0, make_tiny_model(seed=0, context=True), 3 steps, K ≤ 2^8, learned
     exact stage, no partial points; golden_encoding_rgba(): 5×7 RGBA, linear exact stage;
@@ -590,7 +612,7 @@ def test_golden_bitstreams():
     assert len(expected) == len(cases)
     for digest, (encoding, shape, mode, seed) in zip(expected, cases):
         data = encoding()
-        assert data[:1] == b"\xdf" and data[1] & 0x0F == 7  # the version's four bits (flag bits above them)
+        assert data[:1] == b"\xdf" and data[1] & 0x0F == 8  # the version's four bits (flag bits above them)
         assert hashlib.sha256(data).hexdigest() == digest, encoding.__name__
         coarse = encoding is golden_encoding_coarse
         np.testing.assert_array_equal(decode(data, make_tiny_model(seed=0, context=True, coarse=16) if coarse else model).pixels,
@@ -669,8 +691,8 @@ GOLDEN_CASES = (golden_encoding, golden_encoding_rgba, golden_encoding_rgba_lear
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--regenerate-golden"]:
-        lines = [f"{hashlib.sha256(f()).hexdigest()}  codec_v7: tests/test_codec.py {f.__name__}()" for f in GOLDEN_CASES]
-        GOLDEN_PATH.write_text("# format version 7: the same on every machine\n" + "\n".join(lines) + "\n")
+        lines = [f"{hashlib.sha256(f()).hexdigest()}  codec_v8: tests/test_codec.py {f.__name__}()" for f in GOLDEN_CASES]
+        GOLDEN_PATH.write_text("# format version 8: the same on every machine\n" + "\n".join(lines) + "\n")
         print(f"wrote {GOLDEN_PATH}")
     elif sys.argv[1:] == ["--float-digest"]:
         print(float_model_digest())

@@ -94,6 +94,15 @@ GOLDEN_V7_FLOOR = DfcFile(
                         threads=1, exact_from=8, spacing="quad", version=7),
     points=(TruncationPoint(t=50, end_word=0, check=0),), words=np.zeros(0, np.uint32), image_crc32=None,
 )
+# Version 8: version 7 with no check in the rows and one CRC-16 of the payload after the table.
+GOLDEN_V8_PATH = Path(__file__).parent / "expected" / "container_v8.dfc"
+GOLDEN_V8 = DfcFile(
+    header=replace(GOLDEN_V7.header, version=8),
+    points=tuple(replace(p, check=0) for p in GOLDEN_V7.points),
+    words=GOLDEN.words, image_crc32=GOLDEN.image_crc32,
+)
+GOLDEN_V8_FLOOR = DfcFile(header=replace(GOLDEN_V7_FLOOR.header, version=8), points=GOLDEN_V7_FLOOR.points,
+                          words=GOLDEN_V7_FLOOR.words, image_crc32=None)
 GOLDEN_V6_T = DfcFile(header=replace(GOLDEN_V6.header, schedule_steps=4000, spacing="uniform"), points=GOLDEN_V6.points,
                       words=GOLDEN.words, image_crc32=GOLDEN.image_crc32)
 
@@ -564,7 +573,8 @@ def dfc_files(draw: st.DrawFn) -> DfcFile:
             ts = ts[:-1] + [0] * (len(parts) + final)
             subs = [0] * (len(ts) - len(parts) - final) + parts + [0] * final
             ends = sorted(ends + draw(st.lists(st.integers(0, 200), min_size=len(ts) - len(ends), max_size=len(ts) - len(ends))))
-    points = tuple(TruncationPoint(t, e, draw(st.integers(0, 0xFFFF)), sub) for t, e, sub in zip(ts, ends, subs))
+    checks = st.just(0) if container.payload_check(version) else st.integers(0, 0xFFFF)  # version 8: none per point
+    points = tuple(TruncationPoint(t, e, draw(checks), sub) for t, e, sub in zip(ts, ends, subs))
     if first_point_implied(version):
         points = (container.implied_point(header), *points[1:])
     words = np.random.default_rng(seed).integers(0, 2**32, ends[-1], dtype=np.uint32)
@@ -597,7 +607,8 @@ _EDITS = st.one_of(
 
 
 @settings(FUZZ, max_examples=100)
-@given(st.sampled_from([GOLDEN, SMALL, GOLDEN_PARTIAL, GOLDEN_V6, GOLDEN_V6_T, GOLDEN_V7, GOLDEN_V7_FLOOR]),
+@given(st.sampled_from([GOLDEN, SMALL, GOLDEN_PARTIAL, GOLDEN_V6, GOLDEN_V6_T, GOLDEN_V7, GOLDEN_V7_FLOOR, GOLDEN_V8,
+                        GOLDEN_V8_FLOOR]),
        st.lists(_EDITS, min_size=1, max_size=4),
        st.booleans())
 def test_fuzz_mutated_files(f: DfcFile, edits: list[tuple[str, int, object]], in_header: bool) -> None:
@@ -623,7 +634,7 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     GOLDEN_PATH.parent.mkdir(exist_ok=True)
     for path, f in ((GOLDEN_V4_PATH, GOLDEN_V4), (GOLDEN_PARTIAL_PATH, GOLDEN_PARTIAL), (GOLDEN_V6_PATH, GOLDEN_V6),
-                    (GOLDEN_V7_PATH, GOLDEN_V7)):
+                    (GOLDEN_V7_PATH, GOLDEN_V7), (GOLDEN_V8_PATH, GOLDEN_V8)):
         path.write_bytes(encode_file(f))
         print(f"wrote {path} ({path.stat().st_size} bytes)")
 
@@ -777,3 +788,61 @@ def test_version7_first_point_is_implied() -> None:
     # a 21-byte head: 16 of header, the t = 10 row (gap 989: 2 bytes, 20 words, check 2), the header check
     assert len(encode_file(cut)) == container.cut_size(GOLDEN_V7, 3) == 21 + 4 * 20
     assert decode_file(encode_file(cut)) == cut
+
+
+# ---- version 8: one check of the payload instead of a check per row -----------------------------------
+
+def test_version8_golden_vector() -> None:
+    data = GOLDEN_V8_PATH.read_bytes()
+    assert encode_file(GOLDEN_V8) == data, "format changed: see the module docstring before regenerating"
+    assert decode_file(data) == GOLDEN_V8
+    # the same header as version 7's but for the version's low bits
+    assert data[:14] == bytes.fromhex("df" "d8" "02" "012345" "20" "18" "4c" "e807" "de07" "05")
+    # the first row is t = 500's: t gap 499, end_word 3, and no check
+    assert data[14:17] == bytes.fromhex("f303" "03")
+    # 2 bytes fewer a row (5 rows), 2 more for the payload's check
+    assert len(data) == len(GOLDEN_V7_PATH.read_bytes()) - 2 * 5 + 2
+    head = head_len(GOLDEN_V8, data)
+    crc = binascii.crc_hqx(GOLDEN.words.astype("<u4").tobytes(), 0xFFFF)
+    # after the rows: the payload check, image_crc32, the header check
+    assert data[head - 8:head - 6] == crc.to_bytes(2, "little")
+    assert data[head - 6:head - 2] == GOLDEN.image_crc32.to_bytes(4, "little")
+
+
+def test_version8_points_carry_no_check() -> None:
+    with pytest.raises(DfcFormatError, match="points have no checks"):
+        replace(GOLDEN_V8, points=(*GOLDEN_V8.points[:-1], replace(GOLDEN_V8.points[-1], check=1)))
+
+
+def test_version8_payload_check_catches_every_flipped_payload_bit_of_the_golden_vector() -> None:
+    data = encode_file(GOLDEN_V8)
+    head = head_len(GOLDEN_V8, data)
+    for i in range(head, len(data)):
+        for bit in range(8):
+            bad = bytearray(data)
+            bad[i] ^= 1 << bit
+            with pytest.raises(DfcFormatError, match="payload check failed"):
+                decode_file(bytes(bad))
+
+
+def test_version8_cut_files_have_their_own_check_and_byte_cuts_read_unchecked() -> None:
+    for n in range(2, len(GOLDEN_V8.points) + 1):
+        cut = container.keep_points(GOLDEN_V8, n)
+        data = encode_file(cut)
+        assert decode_file(data) == cut and len(data) == container.cut_size(GOLDEN_V8, n)
+        if cut.words.size:  # a flipped payload bit of a truncated file is caught by its own check
+            bad = bytearray(data)
+            bad[-1] ^= 0x80
+            with pytest.raises(DfcFormatError, match="payload check failed"):
+                decode_file(bytes(bad))
+    # a cut at a byte no point ends at keeps the points whose words survived; their words are not checkable
+    data = encode_file(GOLDEN_V8)
+    cut = decode_file(data[:-3])
+    assert cut.cut and cut.points == GOLDEN_V8.points[:len(cut.points)]
+
+
+def test_version8_default_file_cut_at_x_S_is_still_11_bytes() -> None:
+    """No payload words, no payload check: the floor stays 0.029 bits/dim."""
+    data = encode_file(GOLDEN_V8_FLOOR)
+    assert data[:9] == bytes.fromhex("df" "48" "abcdef" "20" "20" "2a" "00") and len(data) == 11
+    assert decode_file(data) == GOLDEN_V8_FLOOR

@@ -1,8 +1,8 @@
-"""Formats 5, 6 and 7 decode to the same pixels on every machine: committed files under other CPUs' kernels.
+"""Formats 5, 6, 7 and 8 decode to the same pixels on every machine: committed files under other CPUs' kernels.
 
 tests/expected/portable/ holds a tiny model (tiny_model.pt: random initialisation itself differs between
-kernel sets, so the model travels as a file) and version-7 files made with it (portable/v5/ and portable/v6/:
-the same images as the version-5 and version-6 encoders wrote them, which must keep decoding the same
+kernel sets, so the model travels as a file) and version-8 files made with it (portable/v5/, v6/ and v7/:
+the same images as the version-5, -6 and -7 encoders wrote them, which must keep decoding the same
 everywhere): the learned and the
 coarse-to-fine exact stage, an RGBA image (linear alpha plane), and an image of six tiles.  Each case
 decodes every one of them at every truncation point (lossy prefixes, partial points, the exact image;
@@ -13,7 +13,7 @@ must be identical to this process's; the complete decodes must be the original i
 test encodes under the same settings and compares the bytes.
 
 Regenerate the files only on purpose, after a deliberate format change (the digests in
-tests/expected/codec_v7.sha256 change with them; the model file is kept if present, and the files of
+tests/expected/codec_v8.sha256 change with them; the model file is kept if present, and the files of
 older versions are kept as they are):
 
     python tests/test_portability.py --regenerate
@@ -39,6 +39,7 @@ FOLDER = Path(__file__).parent / "expected" / "portable"
 MODEL = FOLDER / "tiny_model.pt"
 V5_FOLDER = FOLDER / "v5"  # the same cases as format 5 wrote them (decoded, never re-encoded)
 V6_FOLDER = FOLDER / "v6"  # and as format 6 wrote them (the adaptive step models)
+V7_FOLDER = FOLDER / "v7"  # and as format 7 wrote them (a check in every table row)
 FAST = dict(steps=3, max_candidate_bits=8, spacing="uniform", search_threads=1, points=99)
 # name: (height, width, mode, seed, exact method)
 CASES = {
@@ -113,12 +114,12 @@ def native() -> dict[str, str]:
     """This process's digests; the complete decodes checked against the original images first."""
     model = load_model(MODEL)
     for name, (height, width, mode, seed, _) in CASES.items():
-        for folder, version in ((FOLDER, 7), (V6_FOLDER, 6), (V5_FOLDER, 5)):
+        for folder, version in ((FOLDER, 8), (V7_FOLDER, 7), (V6_FOLDER, 6), (V5_FOLDER, 5)):
             data = (folder / name).read_bytes()
             assert decode_file(data).header.version == version
             np.testing.assert_array_equal(decode(data, model).pixels, image(height, width, mode, seed), err_msg=name)
     return {"decode": decode_digest(FOLDER), "encode": encode_digest(FOLDER), "decode v5": decode_digest(V5_FOLDER),
-            "decode v6": decode_digest(V6_FOLDER)}
+            "decode v6": decode_digest(V6_FOLDER), "decode v7": decode_digest(V7_FOLDER)}
 
 
 def test_the_committed_files_are_what_the_encoder_writes(native):
@@ -148,6 +149,12 @@ def test_version5_files_still_decode_the_same_everywhere(native, setting):
 def test_version6_files_still_decode_the_same_everywhere(native, setting):
     """Files of format 6 (adaptive step models) keep decoding, to the same pixels on every machine."""
     assert _in_subprocess("decode_digest", SETTINGS[setting], V6_FOLDER) == native["decode v6"]
+
+
+@pytest.mark.parametrize("setting", ["baseline-x86-64", "two-threads"])
+def test_version7_files_still_decode_the_same_everywhere(native, setting):
+    """Files of format 7 (a state check in every table row) keep decoding, to the same pixels on every machine."""
+    assert _in_subprocess("decode_digest", SETTINGS[setting], V7_FOLDER) == native["decode v7"]
 
 
 def regenerate() -> None:

@@ -176,18 +176,18 @@ def test_each_version_has_its_step_code(version):
 
 
 def test_a_file_on_the_fitted_chain_round_trips_through_the_position_tables(tiny_model):
-    """A 32×32 RGB image on the default chain (S = 50 quad, chunks of 13 bits): version 7 with its position tables."""
+    """A 32×32 RGB image on the default chain (S = 50 quad, chunks of 13 bits): version 7's position tables."""
     from diffcodec.codec import CodecConfig, decode, encode
     from diffcodec.container import decode_file, truncate
 
     pixels = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     res = encode(pixels, "RGB", tiny_model, CodecConfig(steps=50, max_candidate_bits=8, exact_from_t=400))
     f = decode_file(res.data)
-    assert f.header.version == 7 and (f.header.num_steps, f.header.spacing, f.header.chunk_bits) == (50, "quad", 13)
+    assert f.header.profile.static_steps and (f.header.num_steps, f.header.spacing, f.header.chunk_bits) == (50, "quad", 13)
     assert f.header.exact_from < min(step_tables.POSITIONS)  # the flagged steps are all coded
     np.testing.assert_array_equal(decode(res.data, tiny_model).pixels, pixels)
     for p in f.points[:-1]:
-        decode(truncate(f, p.t), tiny_model)  # every cut decodes (its check passes)
+        decode(truncate(f, p.t), tiny_model)  # every cut decodes (its payload check passes)
 
 
 def test_docstring_example():
