@@ -145,10 +145,12 @@ class Reader:
         scale = self.raw(0, SCALE_BITS)
         mean, sd = stage.params(state, stage.scales[scale])
         take = int(min(stage.size, self.budget))
-        values = stage.predicted(mean)
+        values = stage.predicted(mean) if take == stage.size else stage.unread(state, mean)
         if take:
             values[:take] = self.coder.decode(stage.model, mean[:take], sd[:take])
         self.budget -= take
         state.whole = state.whole and take == stage.size
+        state.read = take
         stage.store(state, values)
+        state.read = None
         state.done += take

@@ -44,6 +44,7 @@ import torch
 
 import constriction
 
+from . import exactmath
 from .coders import Reader, Writer
 from .entropy import PIXEL_MODEL, pixel_gaussian_params
 from .format import (CONTEXT_SCALES, DEFAULT_WEIGHTS, EXACT_SCALES, LEARNED, LINEAR, LOG_SCALE_LIMIT, MEAN_LIMIT, NEAR,
@@ -248,6 +249,8 @@ class ExactState:
         self.r = np.zeros(colour)  # network stages: (x − μ)/σ_t of the decoded colour subpixels
         self.bins = np.zeros(colour, dtype=np.int64)  # coarse-to-fine: the decoded bins
         self.centre = np.zeros(colour)  # and their normalized centres
+        self.bin_read = np.zeros(colour, dtype=bool)  # which bins came from the stream (or the encoder), not predicted
+        self.read: int | None = None  # the Reader's: how many of the stage being stored were read (None: all)
         self.weights: dict[int, tuple[tuple[int, ...], ...]] = {}  # per linear group (its first plane): weights in force
         self.features: dict[tuple[int, int], np.ndarray] = {}  # the estimator's features, from the whole image
         self.given = outputs  # network outputs computed beforehand (the plan's batch, the encoder's for a replay)
@@ -305,6 +308,10 @@ class SymbolStage:
     def predicted(self, mean: np.ndarray) -> np.ndarray:
         """What a decoder shows for a symbol the stream has not reached: its mean, rounded into the alphabet."""
         return np.clip(np.rint(mean), 0.0, float(self.top))
+
+    def unread(self, state: ExactState, mean: np.ndarray) -> np.ndarray:
+        """The symbols a decoder shows for this stage when the stream ends before all of it is read."""
+        return self.predicted(mean)
 
     def code(self, coder, state: ExactState) -> None:
         coder.symbols(self, state)
@@ -436,6 +443,18 @@ class CoarseStage(SymbolStage):
         bins = state.bins[..., self.stage.channel][self.sel]
         return _coarse_params(self.layout, self.fine, self.stage, state.context.inputs, delta, lam, scale, bins, self.bin_width)
 
+    def unread(self, state, mean):
+        """An offset inside a bin read from the stream shows as its expected value given the bin (the least-squares
+        guess; :func:`bin_expectation`), not as the network's mean clipped into the bin: a mean beyond the bin's
+        edge says the value is near that edge, not on it.  An offset whose bin was predicted too keeps
+        :meth:`predicted`."""
+        guess = self.predicted(mean)
+        known = state.bin_read[..., self.stage.channel][self.sel]
+        if not self.fine or not known.any():
+            return guess
+        mean, sd = self.params(state, 1.0)
+        return np.where(known, np.rint(bin_expectation(mean, sd, self.bin_width)), guess)
+
     def symbols(self, planes):
         x = planes[0][..., self.stage.channel][self.sel]
         bins = x.astype(np.int64) // self.bin_width
@@ -450,6 +469,7 @@ class CoarseStage(SymbolStage):
         else:
             state.bins[..., c][sel] = values.astype(np.int64)
             state.centre[..., c][sel] = _centres(inputs, state.bins, bw)[..., c][sel]
+            state.bin_read[..., c][sel] = np.arange(self.size) < (self.size if state.read is None else state.read)
 
 
 class IndependentStage(SymbolStage):
@@ -805,6 +825,26 @@ def _coarse_params(layout: ExactLayout, fine: bool, stage: Stage, inputs: Contex
     if fine:
         return mean - bin_width * bins, sd
     return (mean + 0.5) / bin_width - 0.5, np.clip(sd / bin_width, SD_MIN, SD_MAX)
+
+
+def bin_expectation(mean: np.ndarray, sd: np.ndarray, width: int) -> np.ndarray:
+    """E[k | k in 0..width−1] for k ~ N(mean, sd²) sampled at the integers: Σ k·e^(−z_k²/2) / Σ e^(−z_k²/2).
+
+    Every decoder must show the same preview, so the weights come from :func:`diffcodec.exactmath.exp` and
+    every sum runs in a fixed order over elementwise IEEE operations (no BLAS, no libm).  Weights are taken
+    relative to the largest (z² minus its minimum), so the denominator is at least 1.
+    """
+    z2 = [z * z for z in ((k - mean) / sd for k in range(width))]
+    least = z2[0]
+    for z in z2[1:]:
+        least = np.minimum(least, z)
+    num = np.zeros_like(mean)
+    den = np.zeros_like(mean)
+    for k, z in enumerate(z2):
+        w = exactmath.numpy_float64(exactmath.exp, (least - z) * 0.5)
+        num = num + w * k
+        den = den + w
+    return num / den
 
 
 def _centres(inputs: ContextInputs, bins: np.ndarray, bin_width: int) -> np.ndarray:

@@ -216,3 +216,19 @@ def test_learned_stage_of_rgba_codes_alpha_with_the_linear_stage(h, w):
     assert len(out) == 2 and plan.rest is not None and plan.rest.method == exact.LINEAR
     assert len(plan.scales) == len(exact.colour_stages(layout)) and len(plan.rest.scales) == len(layout.rest().stages)
     assert plan.bits <= coded_bits <= plan.bits + 64
+
+
+def test_bin_expectation_is_the_mean_of_the_gaussian_on_the_bins_values():
+    """The preview of an offset inside a read bin: Σ k e^(−z²/2) / Σ e^(−z²/2) over k = 0..w−1 (closed form)."""
+    rng = np.random.default_rng(0)
+    mean, sd = rng.uniform(-30, 45, 500), rng.uniform(0.05, 20, 500)
+    k = np.arange(16)[:, None]
+    z2 = ((k - mean) / sd) ** 2
+    weights = np.exp(-0.5 * (z2 - z2.min(0)))  # relative to the largest weight, or far means underflow to 0/0
+    np.testing.assert_allclose(exact.bin_expectation(mean, sd, 16), (k * weights).sum(0) / weights.sum(0),
+                               rtol=1e-12, atol=1e-12)
+    # a mean far beyond an edge puts the value on that edge; one at the centre keeps it there; sd → 0 rounds
+    got = exact.bin_expectation(np.array([-1e4, 1e4, 7.5, 3.2]), np.array([1.0, 1.0, 3.0, 0.01]), 16)
+    np.testing.assert_allclose(got, [0.0, 15.0, 7.5, 3.0], atol=1e-9)
+    # a mean 3 below the bin with sd 4 is ~2 inside it, where clipping the mean would show 0
+    assert 1.5 < exact.bin_expectation(np.array([-3.0]), np.array([4.0]), 16)[0] < 3.0
