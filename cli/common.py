@@ -145,13 +145,15 @@ def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
         raise DiffcodecError(f"cannot read {p}: {exc.strerror or exc}") from None
 
 
-def read_dfc(path: str | os.PathLike):
-    """Parse a .dfc file (or what is left of a cut one); a foreign or corrupt file is one line naming it."""
+def read_dfc(path: str | os.PathLike, check_payload: bool = True):
+    """Parse a .dfc file (or what is left of a cut one); a foreign or corrupt file is one line naming it.
+
+    ``check_payload=False`` reads a file whose payload check fails as ``unchecked`` (to describe it)."""
     from diffcodec.container import DfcFormatError, decode_file
 
     data = read_bytes(path, ".dfc file")
     try:
-        return decode_file(data)
+        return decode_file(data, check_payload=check_payload)
     except DfcFormatError as exc:
         raise DfcFormatError(f"{path}: {exc}") from exc
 

@@ -117,6 +117,9 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
             notes.append(f"{input} is truncated at t={timeline.paper_t(dfc.points[-1].t)}: decoded to t={result.t}")
     elif cut:
         notes.append(f"{input} is cut short ({lost}), but t={result.t} did not need them")
+    if dfc.unchecked:
+        notes.append(f"{input} was cut at a byte no truncation point ends at: its words have no check of their own, "
+                     "so they were decoded unchecked")
     if result.complete and suffix in LOSSY_SUFFIXES:
         common.warn(f"{output}: {suffix} is a lossy format, so the written image is not the exact one; use .png")
     for n in notes:

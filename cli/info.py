@@ -27,7 +27,7 @@ def command(input, as_json):
     """
     from diffcodec.container import describe
 
-    dfc = common.read_dfc(input)
+    dfc = common.read_dfc(input, check_payload=False)  # describe a corrupt file too, and say so
     d = describe(dfc)
     h = dfc.header
     timeline, profile = h.timeline, h.profile
@@ -44,6 +44,9 @@ def command(input, as_json):
                  if "subpixels" in last else f"t={last['t']}")
         state = (f"cut short: {d['points_lost']} truncation point(s) lost, decodes to {reach}" if d["cut"]
                  else f"truncated: decodes to {reach}")
+    if d["unchecked"]:
+        state += (" (its payload has no check of its own: decoded unchecked)" if d["cut"]
+                  else "; CORRUPT: its payload check fails, decoding refuses it")
     click.echo(f"{input}: .dfc version {d['version']}, {d['total_bytes']} bytes, {8 * d['total_bytes'] / dims:.4f} bits/dim")
     click.echo(f"  image     {d['width']}×{d['height']} {d['mode']}")
     click.echo(f"  model     {d['model_id']} (T={d['schedule_steps']})")

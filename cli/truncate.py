@@ -17,7 +17,7 @@ from .options import debug_option, json_option
                    "stage included).")
 @click.option("--every-point", is_flag=True,
               help="Keep the table rows of the points before the cut too, so that the result can be cut again at them "
-                   "(about 4 bytes each); by default the table lists the point the file ends at alone.")
+                   "(2–4 bytes each); by default the table lists the point the file ends at alone.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The smaller .dfc file to write.")
 @json_option
 @debug_option
@@ -28,8 +28,9 @@ def command(input, stop_at_t, max_bytes, every_point, output, as_json):
     keeps only the points it has, so the result stops at the nearest point with t ≥ T
     (`diffcodec info` lists them). With --max-bytes it cuts at the last point that
     fits, which may be inside the exact stage (x_0 exact in part). The result's table
-    lists the point it ends at alone (the smallest file; that point's check covers
-    everything before it), unless --every-point. OUTPUT may be INPUT.
+    lists the point it ends at alone (the smallest file; its check covers everything
+    before it), unless --every-point. A file cut at a byte no point ends at is refused
+    when its format (version 8) could not check its words: decode it instead. OUTPUT may be INPUT.
 
     \b
     Examples:

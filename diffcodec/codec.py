@@ -281,7 +281,7 @@ def _choose_points(marks: list[int], requested: int | None, lossy: int | None = 
     lossy = n - 1 if lossy is None else lossy
     grid = _t_grid(ts[:lossy], ratio) if (ts is not None and requested is None) else []
     if requested is None:
-        # ~4 bytes of table per point: keep the table near 1% of the payload, but never below 5 points.
+        # ~2 bytes of table per point (4 before format 8): keep the table near 0.5-1% of the payload, never below 5.
         requested = max(5, marks[-1] // 100)
     requested = max(1, min(requested, n))
     picks = {n - 1}
@@ -742,7 +742,7 @@ def decode(
     except AssertionError:
         # constriction asserts when corrupt data decodes to a symbol the model cannot produce.
         raise StreamMismatchError("the stream is corrupt (the entropy decoder met an impossible symbol)") from None
-    if dfc.cut and not dfc.header.profile.point_checks:
+    if dfc.unchecked:
         result.notes.append("file cut at a byte no truncation point ends at: what it keeps was decoded unchecked "
                             "(a file cut by diffcodec truncate has a check of its own)")
     return result
@@ -816,7 +816,8 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
     if profile.point_checks:
         _verify(words, points[target], flat[layout.lossless_mask().reshape(-1)].astype(np.float32), 0)
     if dfc.image_crc32 is not None and zlib.crc32(pixels.tobytes()) != dfc.image_crc32:
-        raise StreamMismatchError("decoded image fails its checksum: the stream is corrupt")
+        raise StreamMismatchError("decoded image fails its checksum: the stream is corrupt, or this machine decodes "
+                                  "differently from the encoder's")
     return DecodeResult(pixels=pixels, mode=h.mode, t=0, complete=True, notes=notes)
 
 

@@ -151,6 +151,8 @@ class Reader:
         self.budget -= take
         state.whole = state.whole and take == stage.size
         state.read = take
-        stage.store(state, values)
-        state.read = None
+        try:
+            stage.store(state, values)
+        finally:
+            state.read = None
         state.done += take

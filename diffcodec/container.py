@@ -165,7 +165,10 @@ class DfcFile:
     end_word non-decreasing; ``len(words) == points[-1].end_word``;
     ``image_crc32`` given iff the last point is the exact image.
     ``points_lost`` counts table rows a cut file lost (0 otherwise); it is not
-    written by `encode_file`.
+    written by `encode_file`. ``unchecked`` marks a version-8 file whose payload
+    words were never checked (read from a file cut at an arbitrary byte, or with
+    ``decode_file(check_payload=False)``); `encode_file` refuses to give such words
+    a fresh check unless asked to.
     """
 
     header: StreamHeader
@@ -173,6 +176,7 @@ class DfcFile:
     words: np.ndarray  # uint32 payload, read-only
     image_crc32: int | None  # zlib.crc32 of the exact image's uint8 samples, C order (H, W, C)
     points_lost: int = 0
+    unchecked: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.header, StreamHeader):
@@ -225,6 +229,8 @@ class DfcFile:
         if self.image_crc32 is not None:
             object.__setattr__(self, "image_crc32", _int("image_crc32", self.image_crc32, 0, 0xFFFFFFFF))
         object.__setattr__(self, "points_lost", _int("points_lost", self.points_lost, 0, MAX_STEPS))
+        if not isinstance(self.unchecked, bool):
+            raise DfcFormatError(f"unchecked must be a bool, got {self.unchecked!r}")
 
     @property
     def complete(self) -> bool:
@@ -241,6 +247,7 @@ class DfcFile:
             return NotImplemented
         return (self.header == other.header and self.points == other.points
                 and self.image_crc32 == other.image_crc32 and self.points_lost == other.points_lost
+                and self.unchecked == other.unchecked
                 and np.array_equal(self.words, other.words))
 
     __hash__ = None  # type: ignore[assignment]  # holds an array
@@ -343,8 +350,15 @@ def head_size(h: StreamHeader, points: tuple[TruncationPoint, ...], complete: bo
     return len(_head(h, tuple(points), 0 if complete else None))
 
 
-def encode_file(f: DfcFile) -> bytes:
-    """Serialize `f` (its ``points_lost`` is not stored: a cut file re-encodes as a shorter whole one)."""
+def encode_file(f: DfcFile, *, allow_unchecked: bool = False) -> bytes:
+    """Serialize `f` (its ``points_lost`` is not stored: a cut file re-encodes as a shorter whole one).
+
+    A version-8 file whose words were never checked (``f.unchecked``) is refused unless ``allow_unchecked``:
+    its new payload check would vouch for words nobody verified.
+    """
+    if f.unchecked and not allow_unchecked:
+        raise DfcFormatError("its payload was never checked (the file was cut at a byte no truncation point ends "
+                             "at): writing it would give unverified words a fresh check; decode it instead")
     return _head(f.header, f.points, f.image_crc32, f.words) + f.words.astype("<u4", copy=False).tobytes()
 
 
@@ -379,14 +393,17 @@ class _Reader:
         raise DfcFormatError(f"corrupt .dfc {what}: number longer than {MAX_VARINT_BYTES} bytes")
 
 
-def decode_file(data: bytes) -> DfcFile:
+def decode_file(data: bytes, *, check_payload: bool = True) -> DfcFile:
     """Parse a .dfc file, or what is left of one cut at any byte.
 
     A cut file keeps the points whose words all survived (a partial trailing word
     is dropped) and sets ``points_lost``; ``image_crc32`` is then None. Raises
     DfcFormatError, and nothing else, for anything that is not a readable .dfc
-    file: wrong magic, unknown version, bad header check, malformed fields, or
-    a cut before the first truncation point.
+    file: wrong magic, unknown version, bad header check, malformed fields, a
+    cut before the first truncation point, or (version 8) a whole file whose
+    payload check fails. A version-8 file cut at a byte no point ends at cannot
+    be checked and is marked ``unchecked``; so is one whose check fails when
+    ``check_payload`` is False (for describing a corrupt file).
     """
     data = data if isinstance(data, bytes) else memoryview(data).tobytes()
     if not data:
@@ -485,9 +502,16 @@ def decode_file(data: bytes) -> DfcFile:
             f"{points[0].end_word} payload words, {available} left)")
     words = np.frombuffer(payload, dtype="<u4", count=points[kept - 1].end_word).astype(np.uint32, copy=False)
     # Version 8: a whole file's payload is checked here; a file cut at an arbitrary byte keeps no check of its own.
-    if stored_payload_crc is not None and kept == len(points) and payload_crc(words) != stored_payload_crc:
-        raise DfcFormatError("corrupt .dfc file: payload check failed")
-    return DfcFile(header, points[:kept], words, image_crc32 if kept == len(points) else None, len(points) - kept)
+    unchecked = False
+    if stored_payload_crc is not None and words.size:
+        if kept < len(points):
+            unchecked = True
+        elif payload_crc(words) != stored_payload_crc:
+            if check_payload:
+                raise DfcFormatError("corrupt .dfc file: payload check failed")
+            unchecked = True
+    return DfcFile(header, points[:kept], words, image_crc32 if kept == len(points) else None, len(points) - kept,
+                   unchecked)
 
 
 # ---- operations -------------------------------------------------------------------------------
@@ -498,7 +522,7 @@ def truncate(f: DfcFile, stop_at_t: int, *, every_point: bool = False) -> DfcFil
     The result decodes to that point's t, which is stop_at_t when the file has a
     point there, else the nearest coarser point; its table lists that point alone
     (``every_point``: every point up to it, so that the result can be cut again at
-    them, ~4 bytes each; see :func:`keep_points`). Asking for the file's last point
+    them, 2–4 bytes each; see :func:`keep_points`). Asking for the file's last point
     or a t finer than the file reaches returns it unchanged (compare
     ``points[-1].t`` to tell). stop_at_t must be in 0..num_steps; 0 keeps every
     point, partial ones included. The result is an ordinary file (``points_lost``
@@ -520,7 +544,8 @@ def keep_points(f: DfcFile, n: int, *, every_point: bool = False) -> DfcFile:
     a file that is to be cut again. ``n = len(points)`` returns the file's own points.
     """
     points = _kept_points(f, n, every_point)
-    return DfcFile(f.header, points, f.words[:points[-1].end_word], f.image_crc32 if points[-1].exact else None)
+    return DfcFile(f.header, points, f.words[:points[-1].end_word], f.image_crc32 if points[-1].exact else None,
+                   unchecked=f.unchecked and points[-1].end_word > 0)
 
 
 def _kept_points(f: DfcFile, n: int, every_point: bool) -> tuple[TruncationPoint, ...]:
@@ -599,5 +624,6 @@ def describe(f: DfcFile) -> dict[str, Any]:
         "complete": f.complete,
         "cut": f.cut,
         "points_lost": f.points_lost,
+        "unchecked": f.unchecked,  # version 8: payload words nobody could check (a byte-cut file)
         "total_bytes": points[-1]["bytes"],
     }

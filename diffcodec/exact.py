@@ -257,12 +257,14 @@ class ExactState:
         self.record = record  # receives every network output computed here (for a replay's ``outputs``)
         self.whole = True  # every stage so far coded in full (``given`` outputs hold only while it is)
         self.done = 0  # symbols coded so far
+        self.latest: tuple[int, Any] | None = None  # the last network stage's (index, outputs)
 
     def network_outputs(self, index: int, compute: Callable[[], tuple[np.ndarray, np.ndarray]]):
         """(δ, λ) of the ``index``-th network stage: given beforehand while every stage was coded whole, else computed."""
         out = self.given[index] if (self.given is not None and self.whole) else compute()
         if self.record is not None:
             self.record.append(out)
+        self.latest = (index, out)  # for a second look at the same stage's outputs without a second pass
         return out
 
     def flat(self) -> np.ndarray:
@@ -452,7 +454,10 @@ class CoarseStage(SymbolStage):
         known = state.bin_read[..., self.stage.channel][self.sel]
         if not self.fine or not known.any():
             return guess
-        mean, sd = self.params(state, 1.0)
+        index, (delta, lam) = state.latest  # the outputs the Reader's params() just computed: no second pass
+        assert index == self.index
+        bins = state.bins[..., self.stage.channel][self.sel]
+        mean, sd = _coarse_params(self.layout, True, self.stage, state.context.inputs, delta, lam, 1.0, bins, self.bin_width)
         return np.where(known, np.rint(bin_expectation(mean, sd, self.bin_width)), guess)
 
     def symbols(self, planes):

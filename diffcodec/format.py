@@ -91,8 +91,8 @@ def min_point_bytes(version: int) -> int:
 def model_id_bytes(version: int) -> int:
     """Bytes of model identity a file of ``version`` stores: 8 before version 4, then 4, from version 6 on 3.
 
-    A few bytes tell models apart (a wrong model is also caught by the per-point checks, which cover the
-    states the model computes): 4 saved 4 bytes of every file, ~0.2% of a 32×32 one; 3 save one more,
+    A few bytes tell models apart (up to version 7 a wrong model is also caught by the per-point checks,
+    which cover the states the model computes): 4 saved 4 bytes of every file, ~0.2% of a 32×32 one; 3 save one more,
     ~2.6% of a 32×32 file cut at 0.1 bits/dim.
     """
     return 8 if version < 4 else 4 if version < 6 else MODEL_ID_BYTES

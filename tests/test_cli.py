@@ -270,6 +270,12 @@ def test_cut_file_decodes_to_last_whole_point(encoded, work, model):
         path.write_bytes(data[:cut])
         result = run("decode", path, "-o", work / f"cut{k}.png", "--model", model, "--json")
         assert "cut short" in result.stderr and Image.open(work / f"cut{k}.png").size == (20, 13)
+        # format 8: the words it keeps have no check of their own, and decode says so
+        assert ("decoded unchecked" in result.stderr) == (last.end_word > 0)
+        if last.end_word > 0:  # truncate will not give such words a fresh check
+            assert_one_line_error(run("truncate", path, "--stop-at-t", 0, "-o", work / "again.dfc", expect=None),
+                                  "never checked")
+            assert "decoded unchecked" in run("info", path).stdout
         if last.partial:
             share = last.subpixels / (20 * 13 * 3)
             assert last_json(result)["partial"] == pytest.approx(share) and not last_json(result)["complete"]
@@ -293,7 +299,8 @@ def test_corrupt_payload_is_one_clear_line(encoded, work, model):
         path = work / "corrupt.dfc"
         path.write_bytes(bytes(bad))
         result = run("decode", path, "-o", work / "corrupt.png", "--model", model, expect=None)
-        assert_one_line_error(result, "corrupt")
+        assert_one_line_error(result, "payload check failed")
+        assert "CORRUPT" in run("info", path).stdout  # info still describes it, and says so
     assert not (work / "corrupt.png").exists()
 
 

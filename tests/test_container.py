@@ -141,7 +141,9 @@ def assert_cut_behaviour(f: DfcFile, data: bytes, k: int) -> None:
     assert g.cut == (k < len(data))
     np.testing.assert_array_equal(g.words, f.words[:kept[-1].end_word])
     assert g.image_crc32 == (f.image_crc32 if k == len(data) else None)
-    assert encode_file(g) == encode_file(keep_points(f, len(kept), every_point=True))
+    # version 8: words read from a file cut short have no check of their own
+    assert g.unchecked == (container.payload_check(f.header.version) and k < len(data) and kept[-1].end_word > 0)
+    assert encode_file(g, allow_unchecked=True) == encode_file(keep_points(f, len(kept), every_point=True))
 
 
 def assert_only_format_errors(data: bytes) -> None:
@@ -152,7 +154,7 @@ def assert_only_format_errors(data: bytes) -> None:
         assert "\n" not in str(exc) and str(exc)
         return
     if g.cut:
-        again = decode_file(encode_file(g))
+        again = decode_file(encode_file(g, allow_unchecked=True))
         assert again.points == g.points and not again.cut
     else:
         assert encode_file(g) == data  # every readable whole file has exactly one encoding
@@ -838,7 +840,32 @@ def test_version8_cut_files_have_their_own_check_and_byte_cuts_read_unchecked() 
     # a cut at a byte no point ends at keeps the points whose words survived; their words are not checkable
     data = encode_file(GOLDEN_V8)
     cut = decode_file(data[:-3])
-    assert cut.cut and cut.points == GOLDEN_V8.points[:len(cut.points)]
+    assert cut.cut and cut.unchecked and cut.points == GOLDEN_V8.points[:len(cut.points)]
+
+
+def test_version8_unchecked_words_are_not_given_a_fresh_check() -> None:
+    """A byte-cut file's words stay unchecked through truncate and keep_points, and encode_file refuses them:
+    otherwise a corrupt byte-cut file, cut again, would come out with a valid check."""
+    data = bytearray(encode_file(GOLDEN_V8)[:-3])
+    data[head_len(GOLDEN_V8, encode_file(GOLDEN_V8)) + 2] ^= 0x04  # a flipped payload bit in the kept words
+    cut = decode_file(bytes(data))
+    assert cut.unchecked
+    for smaller in (container.keep_points(cut, len(cut.points) - 1), container.truncate(cut, cut.points[-2].t)):
+        assert smaller.unchecked == (smaller.points[-1].end_word > 0)
+    with pytest.raises(DfcFormatError, match="never checked"):
+        encode_file(container.keep_points(cut, len(cut.points) - 1))
+    assert describe(cut)["unchecked"]
+    # a cut that keeps no words (x_S alone) has nothing to check
+    assert not container.keep_points(cut, 1).unchecked
+
+
+def test_version8_a_failed_payload_check_can_still_be_described() -> None:
+    data = bytearray(encode_file(GOLDEN_V8))
+    data[-1] ^= 0x01
+    with pytest.raises(DfcFormatError, match="payload check failed"):
+        decode_file(bytes(data))
+    f = decode_file(bytes(data), check_payload=False)
+    assert f.unchecked and not f.cut and f.complete
 
 
 def test_version8_default_file_cut_at_x_S_is_still_11_bytes() -> None:
