@@ -7,13 +7,15 @@
 Runs the default codec under cProfile (one torch thread, as the stream header says) and sums
 the cumulative time of the functions that make up each component:
 
-- network: ``_Chain.predict`` (the U-Net and the posterior arithmetic around it);
+- network: ``Chain._network_predict`` (the U-Net passes and the posterior arithmetic around them);
 - channel simulation: the PFR search (``encode_chunks``: shared normals, FFT correlations,
-  arrival times) and the decoder's regeneration of the chosen windows (``decode_chunk``);
-- entropy coding: constriction's range coder with our models for the steps (levels, indices);
+  arrival times) and the decoder's regeneration of the chosen windows (``decode_chunks``);
+- entropy coding: the steps' symbols (levels, indices) through constriction's range coder
+  (diffcodec/step_code.py's ``encode`` and ``decode``);
 - exact stage: diffcodec/exact.py, i.e. the encoder's plan at each state (residual prediction,
   least squares, the cost of every scale; the context network where the learned stage is tried) and
-  the coding of x_0 (``plan``, ``encode``, ``decode`` and their ``_learned`` versions);
+  the coding of x_0 (``run``, through which every plan, write and read goes, and ``_batch_outputs``,
+  the plans' batched context networks);
 - other: the rest (chunk partitions, KL, tiling, container, checks).
 
 cProfile adds a little overhead to every Python call, so the total is a few percent above the
@@ -38,23 +40,19 @@ from diffcodec.models.checkpoint import load_model
 
 
 def component_seconds(stats: pstats.Stats, total: float) -> dict[str, float]:
-    """Seconds per component from a profile; constriction's own calls are attributed to entropy coding."""
+    """Seconds per component from a profile (cumulative times of the functions that make up each one)."""
     cum: dict[tuple[str, str], float] = {}
     for (filename, _, name), (_, _, _, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
         cum[(filename, name)] = cum.get((filename, name), 0.0) + ct
-    network = sum(v for (f, n), v in cum.items() if f.endswith("codec.py") and n == "predict")
-    channel = sum(v for (f, n), v in cum.items() if f.endswith("channel.py") and n in ("encode_chunks", "decode_chunk"))
-    # _decode_step contains decode_chunk; the rest of it is the range decoder with our models.  (The
-    # encoder calls decode_chunk too, to form the chosen sample: only the calls under _decode_step count here.)
-    decode_step = sum(v for (f, n), v in cum.items() if f.endswith("codec.py") and n == "_decode_step")
-    decode_chunk = 0.0
-    for (filename, _, name), (_, _, _, _, callers) in stats.stats.items():  # type: ignore[attr-defined]
-        if filename.endswith("channel.py") and name == "decode_chunk":
-            decode_chunk += sum(c[3] for (cf, _, cn), c in callers.items() if cf.endswith("codec.py") and cn == "_decode_step")
-    entropy = sum(v for (f, n), v in cum.items() if f.endswith("codec.py") and n in ("_write_step", "_replay_bits"))
-    entropy += decode_step - decode_chunk
-    exact = sum(v for (f, n), v in cum.items() if f.endswith("exact.py")
-                and n in ("plan", "encode", "decode", "plan_learned", "encode_learned", "decode_learned"))
+
+    def part(module: str, *names: str) -> float:
+        return sum(v for (f, n), v in cum.items() if f.endswith(module) and n in names)
+
+    network = part("stream.py", "_network_predict")  # the U-Net passes (Chain.predict's cache misses)
+    channel = part("channel.py", "encode_chunks", "decode_chunks")  # PFR search; the decoder's regeneration
+    entropy = part("step_code.py", "encode", "decode")  # the steps' symbols through constriction's range coder
+    # every plan, write and read of x_0 goes through exact.run; the plans' batched context networks run before it
+    exact = part("exact.py", "run", "_batch_outputs")
     return {"network": network, "channel simulation": channel, "entropy coding": entropy, "exact stage": exact,
             "other": max(0.0, total - network - channel - entropy - exact), "total": total}
 
