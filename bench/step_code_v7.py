@@ -41,12 +41,12 @@ def run_encode(args) -> None:
     index = list(range(args.first, len(images), args.step))[: args.limit]
     model = load_model(None)
     out = {"tree": str(Path(diffcodec.__file__).parents[1]), "version": VERSION, "exact_method": args.exact_method,
-           "target_gain": args.target_gain, "images": []}
+           "target_gain": args.target_gain, "steps": args.steps, "images": []}
     t0 = time.perf_counter()
     for n, i in enumerate(index):
         pixels = np.ascontiguousarray(images[i])
         res = encode(pixels, "RGB", model, CodecConfig(search_threads=1, exact_method=args.exact_method,
-                                                       target_gain=args.target_gain))
+                                                       target_gain=args.target_gain, steps=args.steps))
         dfc = decode_file(res.data)
         exact = bool(np.array_equal(decode(res.data, model).pixels, pixels))
         cuts_ok = None if args.no_cut_check else True  # None: not checked
@@ -117,6 +117,7 @@ def main() -> None:
     e.add_argument("--step", type=int, default=10)
     e.add_argument("--limit", type=int, default=40)
     e.add_argument("--exact-method", default="auto", choices=["auto", "learned", "coarse", "linear"])
+    e.add_argument("--steps", type=int, default=50, help="CodecConfig.steps, S (the encoder's default 50)")
     e.add_argument("--target-gain", type=float, default=1.4, help="CodecConfig.target_gain (the encoder's default 1.4)")
     e.add_argument("--no-cut-check", action="store_true",
                    help="skip decoding each lossy cut (3-5x faster; the whole file is still decoded and checked exact)")
