@@ -37,8 +37,14 @@ def run_encode(args) -> None:
     from diffcodec.models.checkpoint import load_model
 
     torch.set_num_threads(1)
-    images = np.load(args.data, mmap_mode="r")
-    index = list(range(args.first, len(images), args.step))[: args.limit]
+    if args.photos is not None:  # centre crops of a folder of photos (validation: photos-train), indexed 0, 1, …
+        from diffcodec.images import load_centre_crops
+
+        images = load_centre_crops(args.photos, args.crop, args.limit)
+        index = list(range(len(images)))
+    else:
+        images = np.load(args.data, mmap_mode="r")
+        index = list(range(args.first, len(images), args.step))[: args.limit]
     model = load_model(None)
     out = {"tree": str(Path(diffcodec.__file__).parents[1]), "version": VERSION, "exact_method": args.exact_method,
            "target_gain": args.target_gain, "steps": args.steps, "images": []}
@@ -113,6 +119,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="command", required=True)
     e = sub.add_parser("encode", help="encode and check the images with the diffcodec on PYTHONPATH")
     e.add_argument("--data", type=Path, default=DATA)
+    e.add_argument("--photos", type=Path, default=None, help="instead: centre crops of the photos in this folder")
+    e.add_argument("--crop", type=int, default=64, help="with --photos: the crops' side")
     e.add_argument("--first", type=int, default=3500)
     e.add_argument("--step", type=int, default=10)
     e.add_argument("--limit", type=int, default=40)
