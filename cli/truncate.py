@@ -56,6 +56,9 @@ def command(input, stop_at_t, max_bytes, every_point, output, as_json):
     else:
         common.check_stop_at_t(stop_at_t, h.schedule_steps)
         out = truncate(dfc, timeline.position_at_or_above(stop_at_t), every_point=every_point)
+    if out.unchecked:  # format 8: words read from a byte-cut file have no check to carry over
+        raise DiffcodecError(f"{input}: cut at a byte no truncation point ends at, so its payload was never checked; "
+                             "truncate will not give those words a fresh check (decode it instead)")
     data = encode_file(out)
     common.write_bytes(output, data)
 

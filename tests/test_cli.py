@@ -274,7 +274,7 @@ def test_cut_file_decodes_to_last_whole_point(encoded, work, model):
         assert ("decoded unchecked" in result.stderr) == (last.end_word > 0)
         if last.end_word > 0:  # truncate will not give such words a fresh check
             assert_one_line_error(run("truncate", path, "--stop-at-t", 0, "-o", work / "again.dfc", expect=None),
-                                  "never checked")
+                                  path.name, "never checked")
             assert "decoded unchecked" in run("info", path).stdout
         if last.partial:
             share = last.subpixels / (20 * 13 * 3)
