@@ -56,7 +56,7 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
       diffcodec decode photo.dfc -o sample.png --stop-at-t 300 --reconstruct sample --seed 1 --model run.pt
       diffcodec decode photo.dfc -o photo.png --device cuda:1
     """
-    from diffcodec.codec import DEFAULT_MAX_PIXELS, check_image_size, decode
+    from diffcodec.codec import DEFAULT_MAX_PIXELS, UNCHECKED_NOTE, check_image_size, decode
     from diffcodec.errors import DiffcodecError
     from diffcodec.images import save_image
 
@@ -118,8 +118,7 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
     elif cut:
         notes.append(f"{input} is cut short ({lost}), but t={result.t} did not need them")
     if dfc.unchecked:
-        notes.append(f"{input} was cut at a byte no truncation point ends at: its words have no check of their own, "
-                     "so they were decoded unchecked")
+        notes.append(f"{input}: {UNCHECKED_NOTE}")
     if result.complete and suffix in LOSSY_SUFFIXES:
         common.warn(f"{output}: {suffix} is a lossy format, so the written image is not the exact one; use .png")
     for n in notes:

@@ -38,7 +38,7 @@ def command(input, stop_at_t, max_bytes, every_point, output, as_json):
       diffcodec truncate photo.dfc --max-bytes 20000 -o photo-20k.dfc
       diffcodec info photo.dfc        # which t values the file can stop at
     """
-    from diffcodec.container import describe, encode_file, fit_bytes, truncate
+    from diffcodec.container import DfcFormatError, describe, encode_file, fit_bytes, truncate
     from diffcodec.errors import DiffcodecError
 
     if (stop_at_t is None) == (max_bytes is None):
@@ -56,10 +56,10 @@ def command(input, stop_at_t, max_bytes, every_point, output, as_json):
     else:
         common.check_stop_at_t(stop_at_t, h.schedule_steps)
         out = truncate(dfc, timeline.position_at_or_above(stop_at_t), every_point=every_point)
-    if out.unchecked:  # format 8: words read from a byte-cut file have no check to carry over
-        raise DiffcodecError(f"{input}: cut at a byte no truncation point ends at, so its payload was never checked; "
-                             "truncate will not give those words a fresh check (decode it instead)")
-    data = encode_file(out)
+    try:
+        data = encode_file(out)  # refuses a byte-cut format-8 file's unchecked words
+    except DfcFormatError as exc:
+        raise DfcFormatError(f"{input}: {exc}") from None
     common.write_bytes(output, data)
 
     t_before = timeline.paper_t(dfc.points[-1].t)

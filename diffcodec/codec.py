@@ -70,6 +70,11 @@ class ImageTooLargeError(DiffcodecError):
     """The file claims more pixels than the decoder was allowed to allocate for."""
 
 
+# What decode says of a version-8 file read from a cut at an arbitrary byte (DfcFile.unchecked).
+UNCHECKED_NOTE = ("cut at a byte no truncation point ends at: its payload has no check of its own, so what it keeps "
+                  "was decoded unchecked (a file cut by diffcodec truncate has a check of its own)")
+
+
 def check_image_size(header: StreamHeader, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
     """Refuse a header that claims more than ``max_pixels`` pixels (None: no limit)."""
     pixels = header.width * header.height
@@ -117,8 +122,8 @@ class CodecConfig:
     # Encoder-only: "auto" writes the coarse-to-fine stage (where the model has one) on images of at most this
     # many pixels: its partial points are previews to within a bin, which on 40 validation images cut RMSE at
     # 1.5-2 bits/dim by 37-39% for +0.12% lossless (BENCHMARKS.md, "The coarse-to-fine stage by default").
-    # Larger images keep the learned stage: coarse-to-fine costs twice its network passes (+35% encode and
-    # decode time on a 64x64 photo crop), and photos are slow already.  0: never by default.
+    # Larger images keep the learned stage: on 64x64 photo crops coarse-to-fine cost +1.46% lossless, and its
+    # decoder runs twice the network passes (BENCHMARKS.md).  0: never by default.
     coarse_max_pixels: int = 32 * 32
     # Encoder-only: above 1, "auto" also tries the coarse-to-fine stage on larger images and writes it when it
     # costs at most this many times the cheapest other stage from the same state.
@@ -604,7 +609,8 @@ class _Candidate:
     subpixels: int = 0  # a partial point: the exact stage's symbols decoded there
 
     def point(self, words: np.ndarray | None = None, implied: bool = False) -> TruncationPoint:
-        """Its truncation point (check 0 without ``words``, only for sizes, and at version 7's implied first point)."""
+        """Its truncation point (check 0 without ``words``: for sizes, and in version 8, whose points have no check;
+        and at version 7's implied first point)."""
         check = 0 if words is None or implied else state_check(words, self.end_word, self.checked)
         return TruncationPoint(t=self.position, end_word=self.end_word, check=check, subpixels=self.subpixels)
 
@@ -743,8 +749,7 @@ def decode(
         # constriction asserts when corrupt data decodes to a symbol the model cannot produce.
         raise StreamMismatchError("the stream is corrupt (the entropy decoder met an impossible symbol)") from None
     if dfc.unchecked:
-        result.notes.append("file cut at a byte no truncation point ends at: what it keeps was decoded unchecked "
-                            "(a file cut by diffcodec truncate has a check of its own)")
+        result.notes.append(UNCHECKED_NOTE)
     return result
 
 
