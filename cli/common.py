@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -193,11 +194,12 @@ def echo_json(obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def progress(length: int, label: str, every: float = 30.0) -> Iterator[Any]:
-    """Progress on stderr; yields its ``update(n=1)``.
+def progress(length: float, label: str, every: float = 30.0) -> Iterator[Any]:
+    """Progress on stderr; yields its ``update(n=1)`` (n may be a fraction: the codec reports parts of a step).
 
     On a terminal, a bar with the time left.  Elsewhere (a log, a pipe, a CI job) a line every ``every``
-    seconds with the count, the time so far and the time left, so a long job never sits silent.
+    seconds with the count, the time so far and the time left, so a long job never sits silent: a watcher
+    thread prints it even while one step runs for minutes (a network pass over a large photo).
     """
     stream = sys.stderr
     if hasattr(stream, "isatty") and stream.isatty():
@@ -205,19 +207,60 @@ def progress(length: int, label: str, every: float = 30.0) -> Iterator[Any]:
             yield bar.update
         return
     start = last = time.monotonic()
-    done = 0
+    done = 0.0
+    lock = threading.Lock()
+    stop = threading.Event()
 
-    def update(n: int = 1) -> None:
-        nonlocal done, last
-        done += n
-        now = time.monotonic()
-        if now - last >= every and 0 < done < length:
-            last = now
-            left = (now - start) / done * (length - done)
-            click.echo(f"{label}: {done}/{length} ({100 * done // length}%), {_duration(now - start)} so far, "
-                       f"about {_duration(left)} left", err=True)
+    def report(now: float) -> None:
+        nonlocal last
+        last = now
+        count = f"{done:.0f}" if abs(done - round(done)) < 0.05 else f"{done:.1f}"
+        left = f"about {_duration((now - start) / done * (length - done))} left" if done > 0 else "time left not known yet"
+        click.echo(f"{label}: {count}/{length:.0f} ({100 * done / length:.0f}%), {_duration(now - start)} so far, {left}", err=True)
 
-    yield update
+    def update(n: float = 1) -> None:
+        nonlocal done
+        with lock:
+            done += n
+            now = time.monotonic()
+            if now - last >= every and 0 < done < length:
+                report(now)
+
+    def watch() -> None:  # a step that outlasts ``every`` is reported from here
+        while not stop.wait(every):
+            with lock:
+                now = time.monotonic()
+                if now - last >= every and done < length:
+                    report(now)
+
+    watcher = threading.Thread(target=watch, name="progress", daemon=True)
+    watcher.start()
+    try:
+        yield update
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def announce_time(model, height: int, width: int, mode: str, steps: int, verb: str, device: str | None = None,
+                  decode: bool = False, threads: int | None = None) -> None:
+    """One line on stderr up front when an encode or decode of this size will take over a minute here.
+
+    The estimate times one network pass over a few tiles (diffcodec.codec.estimate_seconds, ~0.3 s); images of
+    fewer than 16 tiles are not timed (they take well under a minute).
+    """
+    from diffcodec.codec import estimate_seconds
+    from diffcodec.tiling import TileLayout
+
+    if TileLayout(height, width, mode).num_tiles < 16 or (device not in (None, "cpu")):
+        return
+    import torch
+
+    seconds = estimate_seconds(model, height, width, mode, steps=steps, decode=decode,
+                               threads=threads if threads is not None else torch.get_num_threads())
+    if seconds > 60:
+        click.echo(f"{verb} {width}×{height}: about {_duration(seconds)} on this machine "
+                   "(estimated from one network pass; large images take longer per pixel)", err=True)
 
 
 def _duration(seconds: float) -> str:

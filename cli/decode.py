@@ -94,7 +94,9 @@ def command(input, output, stop_at_t, max_bytes, reconstruct, seed, max_pixels, 
     if h.mode == "RGBA" and suffix in {".jpg", ".jpeg"}:
         raise DiffcodecError(f"cannot write {output}: JPEG has no alpha channel and {input} is RGBA; use .png")
     model = common.load_model(model_path, device)
-    with common.progress(_steps_to_decode(h, dfc.points[-1].t, stop_at_t), "decoding") as update:
+    units = _steps_to_decode(h, dfc.points[-1].t, stop_at_t)
+    common.announce_time(model, h.height, h.width, h.mode, units - 1, "decoding", device=device, decode=True)
+    with common.progress(units, "decoding") as update:
         result = decode(dfc, model, stop_at_t=stop_at_t, reconstruct=reconstruct, seed=seed, on_step=update, max_pixels=limit)
 
     notes = []

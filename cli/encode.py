@@ -51,6 +51,8 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
                                  spacing=spacing, exact_from_t=exact_from_t, exact_method=exact_method,
                                  target_gain=target_gain,
                                  threads=threads, search_threads=search_threads, points=points)
+    h, w = img.pixels.shape[:2]
+    common.announce_time(model, h, w, img.mode, config.steps, "encoding", device=device, threads=config.threads)
     with common.progress(config.steps + 1, "encoding") as update:
         result = encode(img.pixels, img.mode, model, config, on_step=update)
 
@@ -72,7 +74,6 @@ def command(image, output, steps, stop_at_t, points, threads, search_threads, sp
         common.echo_json(out)
         return
 
-    h, w = img.pixels.shape[:2]
     click.echo(f"{image}: {w}×{h} {img.mode}, {n} subpixels; {common.steps_summary(result.coded_steps, result.num_steps, result.lossy_steps[0].t, result.lossy_steps[-1].t)}")
     click.echo(f"{'t':>8} {'bits':>10} {'bits/dim':>9} {'RMSE':>8} {'PSNR':>7}")
     # The file's truncation points: what truncate and decode --stop-at-t can stop at (info lists the same).

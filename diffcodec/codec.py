@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -247,6 +248,67 @@ class DecodeResult:
     partial: float | None = None  # a partial point of the exact stage: the share of subpixels decoded exactly
 
 
+class _Progress:
+    """Reports work to an ``on_step`` callback in chain steps, in parts of a step where a step takes long.
+
+    A bar of ``total`` units (the chain's steps, and one for the exact stage) gets each step as its parts finish:
+    the network pass batch by batch (``Chain.on_batch``), then the rest of the step.  The shares only shape how
+    smoothly a bar moves; what it is told never passes ``total`` and :meth:`finish` tops it up to exactly that.
+    """
+
+    def __init__(self, on_step: Callable[[float], None] | None, total: float):
+        self.on_step, self.total, self.done = on_step, float(total), 0.0
+
+    def __call__(self, amount: float) -> None:
+        amount = min(amount, self.total - self.done)
+        if self.on_step is not None and amount > 0:
+            self.done += amount
+            self.on_step(amount)
+
+    def share(self, part: float) -> Callable[[float], None]:
+        """A callback reporting ``part`` of a unit times what it is told (a network batch's share of the pass)."""
+        return lambda fraction: self(part * fraction)
+
+    def finish(self) -> None:
+        self(self.total - self.done)
+
+
+# How an encoder's step divides between its parts (a 128x128 photo crop: network 45%, channel simulation 19%,
+# the exact stage's plan ~20% of the time, bench/results/profile_photo128_v8.json), for progress bars only.
+_ENCODE_SHARES = {"network": 0.5, "simulation": 0.25, "plan": 0.25}
+# A decoder's step is mostly its network pass (86% on the same crop).
+_DECODE_NETWORK_SHARE = 0.75
+
+
+# The U-Net's share of an encode's time, for estimates: 45%, 46% and 37% on 128-, 256- and 512-pixel photo crops
+# (BENCHMARKS.md, "Where a photo's encode goes"); the smallest, as larger images take longer per pixel.  A
+# decode is mostly network passes (86% on the 128-pixel crop).
+_ENCODE_NETWORK_TIME_SHARE = 0.37
+_DECODE_NETWORK_TIME_SHARE = 0.85
+
+
+def estimate_seconds(model, height: int, width: int, mode: str, steps: int = CodecConfig.steps, decode: bool = False,
+                     threads: int = CodecConfig.threads, sample_tiles: int = 4) -> float:
+    """Roughly how long encoding (``decode``: decoding whole) an image of this size takes here, in seconds.
+
+    Times one pass of the stream's U-Net over a few tiles (after one pass to warm it up), and scales it by the
+    passes the codec runs (about one per step) and the network's measured share of the codec's time.  Large
+    images take longer per pixel than the crops the shares come from, so this is a lower estimate there.
+    """
+    layout = TileLayout(height, width, mode)
+    net = EXACT.model(model)
+    n = min(layout.num_tiles, sample_tiles)
+    x = torch.zeros((n,) + tuple(layout.shape[1:]))
+    t = torch.full((n,), model.diffusion.num_steps // 2, dtype=torch.long)
+    with torch_threads(threads):  # the encoder's torch threads (CodecConfig.threads)
+        net(x, t)  # the first pass prepares the kernels' weight layouts for this shape
+        start = time.perf_counter()
+        net(x, t)
+        per_tile = (time.perf_counter() - start) / n
+    share = _DECODE_NETWORK_TIME_SHARE if decode else _ENCODE_NETWORK_TIME_SHARE
+    return per_tile * layout.num_tiles * (steps + 1) / share
+
+
 def available_cores(cap: int = 8) -> int:
     """Cores this process may run on (its CPU affinity where the OS reports one), at most ``cap``."""
     try:
@@ -339,9 +401,12 @@ def encode(
     mode: str,
     model,
     config: CodecConfig = CodecConfig(),
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[[float], None] | None = None,
 ) -> EncodeResult:
     """Encode uint8 (H, W, C) pixels into a .dfc stream (Algorithm 3).
+
+    ``on_step`` is told the work done, in steps of the chain: ``config.steps + 1`` in all (the last one is the exact
+    stage), reported in parts of a step as they finish (a network batch, the channel simulation, the plan).
 
     Pass 1 (:func:`_run_chain`) channel-simulates the chain, measuring at each state the stream so far and
     the exact stage from there, and stops past the cheapest; :func:`_choose` picks the state the exact stage
@@ -358,15 +423,18 @@ def encode(
                              "image (RGB or RGBA)")
     chain = Chain(model, layout, config.steps, config.chunk_bits, config.batch_size, config.spacing, numerics=EXACT)
     image = _Image(chain, pixels)
+    progress = _Progress(on_step, chain.num_steps + 1)
     with torch_threads(config.threads):  # versions 5–6 compute the stream the same on any count; the search's float networks do not
-        search = _run_chain(chain, image, config, on_step)
-        if on_step is not None and len(search.symbols) < chain.num_steps:
-            on_step(chain.num_steps - len(search.symbols))  # steps past the stopping point are never simulated: a bar completes
-        stop, plan, stop_pred = _choose(chain, image, search, config)
+        search = _run_chain(chain, image, config, progress)
+        progress(chain.num_steps - len(search.symbols))  # steps past the stopping point are never simulated: a bar completes
+        stop, plan, stop_pred = _choose(chain, image, search, config, progress.share(0.5))
         written = _write(chain, image, search, stop, plan, stop_pred, config.partial_points)
-        if on_step is not None:
-            on_step(1)
-        previews = [_preview(written, done) for done, _ in written.partials]
+        progress(0.25)
+        previews = []
+        for done, _ in written.partials:
+            previews.append(_preview(written, done))
+            progress(0.25 / len(written.partials))
+        progress.finish()
     return _file(chain, image, search, written, previews, config)
 
 
@@ -422,7 +490,7 @@ class _Search:
     forced_stop: int | None  # --exact-from-t's step
 
 
-def _run_chain(chain: Chain, image: _Image, config: CodecConfig, on_step) -> _Search:
+def _run_chain(chain: Chain, image: _Image, config: CodecConfig, progress: _Progress) -> _Search:
     """Pass 1: channel-simulate the chain, measuring each state's stream so far and exact stage from there.
 
     A live coder measures each step's real bits; "auto" measures the linear exact stage (the learned one is
@@ -460,16 +528,20 @@ def _run_chain(chain: Chain, image: _Image, config: CodecConfig, on_step) -> _Se
         else:
             symbols, kl_bits, x = _simulate_step(chain, config, code, step, rng, mu_q, sd_q, mu_p, sd_p)
             live.step(code, step, symbols, len(r))
+        progress(_ENCODE_SHARES["simulation"])
         kl_total += kl_bits
-        pred = chain.predict(x, index)
+        chain.on_batch = progress.share(_ENCODE_SHARES["network"])
+        try:
+            pred = chain.predict(x, index)
+        finally:
+            chain.on_batch = None
         search.symbols.append(symbols)
         search.states.append(x.astype(np.float32))
         search.plans.append(_plan(chain, image, kind, pred, x, index))
         search.prefix_bits.append(32 * live.step_words[-1])
         search.reports.append(StepReport(t=tl.paper_t_of_step(step), bits=0, kl_bits=kl_total, chunks=symbols.chunks,
                                          rmse=image.rmse(chain.pixels_from_x0(mean_image(chain, pred["pred_xstart"], index)))))
-        if on_step is not None:
-            on_step(1)
+        progress(_ENCODE_SHARES["plan"])
         total = search.prefix_bits[-1] + search.plans[-1].bits
         if total < best_total:
             best_total, best_pred, best_step = total, pred, step
@@ -514,8 +586,8 @@ def _plan(chain: Chain, image: _Image, kind: ExactKind, pred: dict[str, np.ndarr
     return dataclasses.replace(plan, bits=plan.bits + 1) if kind == ExactKind.LINEAR else plan
 
 
-def _choose(chain: Chain, image: _Image, search: _Search, config: CodecConfig
-            ) -> tuple[int, exact.ExactPlan, dict[str, np.ndarray]]:
+def _choose(chain: Chain, image: _Image, search: _Search, config: CodecConfig,
+            on_part: Callable[[float], None] = lambda fraction: None) -> tuple[int, exact.ExactPlan, dict[str, np.ndarray]]:
     """Where the chain stops (a step of pass 1), the exact stage written there, and p_θ at that state.
 
     Pass 1 measured the linear stage ("learned": the learned one) at every state.  The learned stage saves a few %
@@ -542,6 +614,7 @@ def _choose(chain: Chain, image: _Image, search: _Search, config: CodecConfig
             for _, s in near:
                 plans[s] = with_learned(s)
                 totals[s] = search.prefix_bits[s] + plans[s].bits
+                on_part(1 / len(near))  # each costs a context network over the image: minutes on a photo
         stop = int(np.argmin(totals))
     else:
         stop = min(search.forced_stop, len(search.states) - 1)
@@ -720,11 +793,14 @@ def decode(
     stop_at_t: int = 0,
     reconstruct: str = "mean",
     seed: int = 0,
-    on_step: Callable[[int], None] | None = None,
+    on_step: Callable[[float], None] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     batch_size: int = 64,
 ) -> DecodeResult:
     """Decode a .dfc stream (Algorithm 4) down to the last coded state with t ≥ ``stop_at_t`` that the data holds.
+
+    ``on_step`` is told the work done in chain steps (one per coded state decoded, and one for the exact stage),
+    in parts of a step as the network's batches finish.
 
     A file whose header claims more than ``max_pixels`` pixels (None: no limit) is refused with
     :class:`ImageTooLargeError` before anything is allocated for it.  ``batch_size``: tiles per network
@@ -785,11 +861,15 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
     words = np.asarray(dfc.words, dtype=np.uint32)
     limit = partials[-1].subpixels if partials and not dfc.complete else math.inf  # a partial point: the symbols it reaches
 
+    # One unit per coded state, one for the exact stage: each state's network pass reports its batches as they
+    # finish and the state the rest (the pass that predicts from a state comes before the next state).
+    progress = _Progress(on_step, min(target, timeline.last_step) + 1 + (target == timeline.exact_step))
+    chain.on_batch = progress.share(_DECODE_NETWORK_SHARE)
+
     def reached(step: int, x: np.ndarray) -> None:
         if profile.point_checks and step in points and not (step == 0 and profile.first_point_implied):  # x_S's has none
             _verify(words, points[step], x.astype(np.float32)[chain.real], timeline.paper_t_of_step(step))
-        if on_step is not None:
-            on_step(1)
+        progress(1 - _DECODE_NETWORK_SHARE)
 
     coder = Reader(constriction.stream.queue.RangeDecoder(words if len(words) else np.zeros(1, dtype=np.uint32)), limit)
     state = DecodingState(chain, profile, timeline, on_state=reached)
@@ -799,9 +879,11 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
     threads = torch_threads(h.threads) if profile.threads_stored else contextlib.nullcontext()
     with threads:
         run(stages(timeline)[: target + 1], coder, state)
+        chain.on_batch = None  # reconstruction's passes ("sample" runs one per remaining step) are not the bar's
         if target < timeline.exact_step:
             index = timeline.index_of_step(target)
             x0_hat = reconstruct_from(chain, state.x, index, reconstruct, seed)
+            progress.finish()
             return DecodeResult(pixels=layout.merge(chain.pixels_from_x0(x0_hat)), mode=h.mode, t=chain.paper_t(index),
                                 complete=False, notes=notes)
 
@@ -811,8 +893,7 @@ def _decode(dfc: DfcFile, model, stop_at_t: int, reconstruct: str, seed: int, on
         for p in partials:
             _verify(words, p, seq[: p.subpixels].astype(np.float32), 0)
     pixels = layout.merge(layout.fill_replicated(flat.reshape(layout.shape)))
-    if on_step is not None:
-        on_step(1)
+    progress.finish()
     if not dfc.complete:
         share = profile.partial_share(h, limit, state.kind)
         what = "of its symbols are decoded (colour bins first)" if state.kind == ExactKind.COARSE else "of the subpixels are exact"

@@ -69,6 +69,9 @@ class Chain:
         self.real_idx = np.flatnonzero(self.real)
         self._predictions: list[tuple[int, np.ndarray, dict[str, np.ndarray]]] = []  # (index, state, prediction)
         self._prediction_bytes = 0
+        # Told each network batch's share of a pass (tiles done / tiles) as it finishes: a pass over a photo takes
+        # tens of seconds, and progress bars should move within it.  Set by the encoder and decoder while they report.
+        self.on_batch: Callable[[float], None] | None = None
 
     @property
     def num_steps(self) -> int:
@@ -114,6 +117,8 @@ class Chain:
             eps, var_out = self.model(xb, torch.full((len(xb),), t_orig, dtype=torch.long))
             eps_parts.append(eps.cpu())  # the integer networks may run on another device (IntegerModel.to)
             var_parts.append(var_out.cpu() if var_out is not None else None)
+            if self.on_batch is not None:
+                self.on_batch(len(xb) / len(x_t))
         eps = torch.cat(eps_parts).double()
         var_out = torch.cat(var_parts).double() if var_parts[0] is not None else None
         t = torch.full((len(x_t),), index, dtype=torch.long)

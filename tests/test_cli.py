@@ -579,3 +579,40 @@ def test_progress_off_a_terminal_prints_a_line_now_and_then(capsys, monkeypatch)
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["encoding: 2/4 (50%), 40 s so far, about 40 s left"]
     assert common._duration(185) == "3 min 05 s" and common._duration(7620) == "2 h 07 min"
+
+
+def test_long_encodes_and_decodes_say_so_up_front(work, model, monkeypatch):
+    """An image the codec will take over a minute on gets one line with the estimate before any work; small ones none."""
+    import diffcodec.codec
+
+    seen = []
+
+    def estimate(model, height, width, mode, steps, decode=False, threads=1, sample_tiles=4):
+        seen.append((height, width, steps, decode))
+        return 3725.0
+
+    monkeypatch.setattr(diffcodec.codec, "estimate_seconds", estimate)
+    image, dfc = work / "big.png", work / "big.dfc"
+    random_image(image, 130, 128, "RGB", seed=5)  # 5 × 4 tiles
+    enc = run("encode", image, "-o", dfc, "--model", model, *FAST)
+    assert enc.stderr.splitlines()[0] == ("encoding 128×130: about 1 h 02 min on this machine "
+                                          "(estimated from one network pass; large images take longer per pixel)")
+    dec = run("decode", dfc, "-o", work / "big-out.png", "--model", model)
+    assert dec.stderr.splitlines()[0].startswith("decoding 128×130: about 1 h 02 min")
+    assert seen == [(130, 128, 3, False), (130, 128, 2, True)]  # x_1000, x_501 and the exact stage: 3 units
+    random_image(work / "small.png", 13, 20, "RGB")
+    small = run("encode", work / "small.png", "-o", work / "small.dfc", "--model", model, *FAST)
+    assert "about" not in small.stderr and len(seen) == 2  # 13×20: one tile, not timed
+
+
+def test_progress_off_a_terminal_speaks_during_a_long_step(capsys):
+    """A step can take minutes (a network pass over a photo): lines keep coming while no update does."""
+    import time
+
+    from diffcodec.cli import common
+
+    with common.progress(4, "decoding", every=0.05) as update:
+        update(0.5)
+        time.sleep(0.4)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= 2 and all(line.startswith("decoding: 0.5/4 (12%), ") and line.endswith(" left") for line in lines)

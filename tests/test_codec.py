@@ -212,10 +212,27 @@ def test_encoding_is_deterministic(tiny_model):
     assert a.data == b.data
     # One unit per step of the chain (those never simulated are reported at once when the chain stops),
     # plus the exact stage: a progress bar of length S + 1 always completes.
-    assert sum(calls) == CONFIG.steps + 1 and all(c >= 1 for c in calls)
+    assert sum(calls) == CONFIG.steps + 1 and all(c > 0 for c in calls)
     calls.clear()
     encode(pixels, "RGB", tiny_model, FULL, on_step=calls.append)
     assert sum(calls) == FULL.steps + 1
+
+
+def test_progress_comes_in_parts_of_a_step(tiny_model):
+    """A step of a large image takes minutes: the bar is told its network batches as they finish, not only its end."""
+    pixels = image(64, 32, "RGB", seed=4)  # two tiles: with batches of one, two parts to each network pass
+    config = replace(CONFIG, batch_size=1)
+    calls = []
+    result = encode(pixels, "RGB", tiny_model, config, on_step=calls.append)
+    assert sum(calls) == pytest.approx(config.steps + 1) and all(c > 0 for c in calls)
+    whole = []
+    encode(pixels, "RGB", tiny_model, CONFIG, on_step=whole.append)  # one batch a pass
+    assert len(calls) - len(whole) >= result.coded_steps  # each pass told twice, half a pass each time
+    decoded = []
+    out = decode(result.data, tiny_model, on_step=decoded.append, batch_size=1)
+    np.testing.assert_array_equal(out.pixels, pixels)
+    assert sum(decoded) == pytest.approx(result.coded_steps + 1) and all(c > 0 for c in decoded)
+    assert decoded.count(0.375) >= 2 * result.coded_steps  # a batch: half a pass at three quarters of a step
 
 
 def test_step_reports(rgb32):
@@ -927,3 +944,16 @@ def test_a_file_claiming_too_many_pixels_is_refused_before_allocating():
         decode(data, make_tiny_model(seed=0), stop_at_t=900)
     with pytest.raises(ImageTooLargeError):
         decode(bomb_file(8, 8), make_tiny_model(seed=0), max_pixels=63)
+
+
+def test_time_estimate_scales_one_timed_pass(tiny_model, monkeypatch):
+    """estimate_seconds: a pass over 4 tiles, timed, per tile × the image's tiles × passes ÷ the network's share."""
+    import diffcodec.codec as codec
+
+    clock = iter([10.0, 10.4])  # the timed pass (after the warm-up) takes 0.4 s: 0.1 s a tile
+    monkeypatch.setattr(codec.time, "perf_counter", lambda: next(clock))
+    seconds = codec.estimate_seconds(tiny_model, 128, 96, "RGB", steps=50)  # 4 × 3 tiles
+    assert seconds == pytest.approx(0.1 * 12 * 51 / codec._ENCODE_NETWORK_TIME_SHARE)
+    clock = iter([0.0, 0.4])
+    assert codec.estimate_seconds(tiny_model, 128, 96, "RGB", steps=9, decode=True) == pytest.approx(
+        0.1 * 12 * 10 / codec._DECODE_NETWORK_TIME_SHARE)
